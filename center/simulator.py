@@ -1,0 +1,127 @@
+"""A center simulator for the demo: publishes the reason catalog and the staff on duty, then opens
+cases at a window one after another, closing each when it is rated or when its time is up.
+Sometimes the applicant "rates on the phone" instead (the case turns `rated`)."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import random
+import signal
+import sys
+import threading
+import time
+from datetime import datetime
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from device import messages
+
+log = logging.getLogger("simulator")
+
+CATALOG = {"v": 1, "type": "catalog", "version": "2026.1", "reasons": [
+    {"code": "501", "group": "服务效率", "zh": "等候时间长", "en": "Long wait"},
+    {"code": "502", "group": "服务效率", "zh": "办理时间长", "en": "Slow handling"},
+    {"code": "503", "group": "服务水平", "zh": "业务不熟练", "en": "Not competent"},
+    {"code": "504", "group": "服务水平", "zh": "一次告知不清", "en": "Unclear guidance"},
+    {"code": "505", "group": "服务态度", "zh": "态度不好", "en": "Impolite"},
+    {"code": "506", "group": "服务态度", "zh": "推诿扯皮", "en": "Passed the buck"},
+]}
+STAFF = [{"id": "S0101", "name": "王芳", "number": "0101"}, {"id": "S0102", "name": "李强", "number": "0102"}]
+ITEMS = [("310115-001", "居住证办理"), ("310115-014", "营业执照变更"), ("310115-027", "社保卡补办"),
+         ("310115-033", "不动产登记查询")]
+SURNAMES = "张王李赵刘陈杨黄周吴"
+CASE_EXPIRY_S = 12 * 3600
+
+
+def now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+class Simulator:
+    def __init__(self, host: str, port: int, center: str, window: str, hold_s: float, gap_s: float):
+        self.center, self.window, self.hold_s, self.gap_s = center, window, hold_s, gap_s
+        self.topics = messages.Topics(center, window, "+")
+        self.rated: set[str] = set()
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sim-{center}-{window}", protocol=mqtt.MQTTv5)
+        self.c.on_connect = lambda cl, *_: cl.subscribe(f"{messages.PREFIX}/{center}/device/+/rating", qos=1)
+        self.c.on_message = self._on_rating
+        self.c.connect(host, port)
+        self.c.loop_start()
+
+    def _on_rating(self, client, userdata, msg) -> None:
+        try:
+            case = json.loads(msg.payload).get("case")
+        except ValueError:
+            return
+        if case:
+            self.rated.add(case)
+
+    def send(self, topic: str, body: dict, retain: bool = True, expiry: int = 0) -> None:
+        props = None
+        if expiry:
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = expiry
+        self.c.publish(topic, messages.encode(body), qos=1, retain=retain, properties=props).wait_for_publish(5)
+
+    def setup(self) -> None:
+        self.send(self.topics.catalog, {**CATALOG, "center": self.center})
+        self.send(self.topics.duty, {"v": 1, "type": "duty", "center": self.center, "window": self.window,
+                                     "window_name": f"{self.window} 综合受理", "staff": STAFF[0]})
+
+    def case(self, n: int) -> dict:
+        code, name = random.choice(ITEMS)
+        return {"v": 1, "type": "case", "center": self.center, "window": self.window, "state": "open",
+                "case": {"id": f"SH{datetime.now():%Y%m%d}{n:06d}", "item_code": code, "item_name": name},
+                "staff": STAFF[0], "applicant": {"token": f"ap_{random.getrandbits(64):016x}",
+                                                 "display": random.choice(SURNAMES) + "*"},
+                "opened_at": now()}
+
+    def run(self, stop: threading.Event) -> None:
+        self.setup()
+        for n in itertools.count(1):
+            body = self.case(n)
+            cid = body["case"]["id"]
+            log.info("case %s opened at %s", cid, self.window)
+            self.send(self.topics.case, body, expiry=CASE_EXPIRY_S)
+            end = time.monotonic() + self.hold_s
+            phone = random.random() < 0.15
+            while time.monotonic() < end and cid not in self.rated and not stop.is_set():
+                if phone and time.monotonic() > end - self.hold_s / 2:
+                    self.send(self.topics.case, {**body, "state": "rated", "rated_channel": "qr"}, expiry=CASE_EXPIRY_S)
+                    log.info("case %s rated on the phone", cid)
+                    break
+                stop.wait(0.2)
+            if stop.is_set():
+                return
+            if cid in self.rated:
+                log.info("case %s rated at the terminal", cid)
+                stop.wait(3)
+            self.send(self.topics.case, {**body, "state": "closed", "closed_at": now()}, expiry=CASE_EXPIRY_S)
+            if stop.wait(self.gap_s):
+                return
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="center-simulator", description=__doc__)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=1883)
+    ap.add_argument("--center", default="demo")
+    ap.add_argument("--window", default="W01")
+    ap.add_argument("--hold", type=float, default=60, help="seconds a case stays open")
+    ap.add_argument("--gap", type=float, default=4, help="seconds between cases")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s simulator: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    Simulator(args.host, args.port, args.center, args.window, args.hold, args.gap).run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

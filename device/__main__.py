@@ -1,0 +1,51 @@
+"""`python -m device`: run the terminal with the console view (the Kivy UI comes in ui/)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from device import config, identity
+from device.config import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="rating-terminal", description=__doc__)
+    ap.add_argument("--config", action="append", help="TOML file(s), in order (default: "
+                    f"{config.MAIN_FILE} then {config.BOOT_OVERRIDE})")
+    ap.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    args = ap.parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.device.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    dev = identity.device_id(cfg.device.id)
+    if args.check_config:
+        print(f"configuration ok; device id {dev}")
+        return 0
+
+    from device.console import ConsoleView
+    from device.terminal import Terminal
+
+    term = Terminal(cfg, dev)
+    view = ConsoleView(term)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    term.start()
+    view.start()
+    core = threading.Thread(target=term.run, name="core", daemon=True)
+    core.start()
+    while not stop.is_set() and not view.quit.is_set():
+        stop.wait(0.2)
+    term.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Configuration: embedded defaults ← main TOML file ← boot-partition override ← environment.
+
+Every key is declared below with its type and limits, so a wrong key or value is reported by its
+full name, where it came from and what was expected — all problems at once, not one per restart.
+Environment variables are `HCP_<SECTION>_<KEY>`, e.g. `HCP_MQTT_PORT=8883`.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+MAIN_FILE = Path("/etc/rating-terminal/terminal.toml")
+BOOT_OVERRIDE = Path("/boot/firmware/rating-terminal.toml")  # a technician edits this from any laptop
+_ID = r"^[A-Za-z0-9_-]{1,32}$"
+
+
+def opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
+        choices: tuple | None = None, pattern: str | None = None, secret: bool = False) -> Any:
+    return field(default=default, metadata=dict(doc=doc, min=min, max=max, choices=choices,
+                                                pattern=pattern, secret=secret))
+
+
+@dataclass(frozen=True)
+class DeviceSection:
+    id: str = opt("", "device id; empty = derived from the board serial or /etc/machine-id",
+                  pattern=r"^([A-Za-z0-9_-]{1,32})?$")
+    data_dir: str = opt("/var/lib/rating-terminal", "where the outbox lives (the ext4 data partition)")
+    log_level: str = opt("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True)
+class CenterSection:
+    id: str = opt("demo", "center id as used in topics", pattern=_ID)
+    window: str = opt("W01", "window this terminal serves", pattern=_ID)
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    host: str = opt("127.0.0.1", "center broker host")
+    port: int = opt(1883, "center broker port", min=1, max=65535)
+    tls: bool = opt(False, "use TLS (then set ca_file)")
+    ca_file: str = opt("", "CA certificate (PEM) of the center broker")
+    cert_file: str = opt("", "client certificate (PEM), if the broker wants one")
+    key_file: str = opt("", "client key (PEM)")
+    username: str = opt("", "MQTT user name")
+    password: str = opt("", "MQTT password", secret=True)
+    keepalive_s: int = opt(30, "MQTT keepalive", min=5, max=600)
+    session_expiry_s: int = opt(7 * 86400, "how long the broker keeps this session while offline",
+                                min=60, max=4_294_967_295)
+    reconnect_min_s: float = opt(1.0, "first reconnect delay (jittered)", min=0.1, max=60)
+    reconnect_max_s: float = opt(60.0, "longest reconnect delay (jittered)", min=1, max=3600)
+    max_inflight: int = opt(100, "QoS 1 messages awaiting PUBACK at once", min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class OutboxSection:
+    capacity: int = opt(100_000, "undelivered records kept at most; past this new ratings are refused",
+                        min=10, max=10_000_000)
+    alarm_percent: int = opt(80, "raise an alarm when the outbox is this full", min=1, max=100)
+    window: int = opt(1000, "records offered but not yet receipted, at most", min=1, max=20_000)
+    receipt_timeout_s: float = opt(30.0, "re-offer a record with no receipt after this (then backoff)",
+                                   min=1, max=3600)
+    retry_max_s: float = opt(600.0, "longest re-offer backoff", min=1, max=86400)
+
+
+@dataclass(frozen=True)
+class RatingSection:
+    case_timeout_s: int = opt(120, "case screen returns to idle after this", min=10, max=3600)
+    reasons_timeout_s: int = opt(60, "reasons screen returns after this", min=10, max=600)
+    thanks_s: int = opt(5, "thank-you screen shows this long", min=1, max=30)
+    staff_rating_when_idle: bool = opt(True, "a level pressed with no open case rates the staff on duty")
+    repeat_guard_s: int = opt(10, "idle presses right after a rating are ignored this long", min=0, max=600)
+
+
+@dataclass(frozen=True)
+class QrSection:
+    url_template: str = opt("https://hcp.example.gov.cn/r?t={token}",
+                            "rating URL for the dynamic QR when the case has none; must contain {token}",
+                            pattern=r"^https://\S*\{token\}\S*$")
+    key_id: str = opt("demo", "id of the center's QR signing key", pattern=r"^[A-Za-z0-9_-]{1,16}$")
+    key: str = opt("", "QR signing key, hex (≥ 32 bytes); empty = key_file", secret=True,
+                   pattern=r"^([0-9a-fA-F]{64,})?$")
+    key_file: str = opt("", "file holding the hex QR signing key")
+    ttl_s: int = opt(86400, "how long a QR token stays valid", min=60, max=30 * 86400)
+
+
+@dataclass(frozen=True)
+class CodesSection:
+    level_scheme: str = opt("gbt39046", "level numbering at export: gbt39046 (1 = 非常满意) or "
+                            "provincial (1 = 非常不满意)", choices=("gbt39046", "provincial"))
+    channels: dict[str, int] = opt(None, "channel name → platform channel code (pf)")
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    max_message_bytes: int = opt(16384, "inbound messages larger than this are refused", min=1024,
+                                 max=262144)
+
+
+@dataclass(frozen=True)
+class Config:
+    device: DeviceSection = field(default_factory=DeviceSection)
+    center: CenterSection = field(default_factory=CenterSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    outbox: OutboxSection = field(default_factory=OutboxSection)
+    rating: RatingSection = field(default_factory=RatingSection)
+    qr: QrSection = field(default_factory=QrSection)
+    codes: CodesSection = field(default_factory=CodesSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+
+
+class ConfigError(Exception):
+    """All problems found, one per line, each naming the key."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+def load(files: list[Path | str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Merge the layers in order; missing files are skipped, a broken one is an error."""
+    files = [MAIN_FILE, BOOT_OVERRIDE] if files is None else files
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    cfg = Config()
+    for path in map(Path, files):
+        if not path.exists():
+            continue
+        try:
+            data = tomllib.loads(path.read_text("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
+            problems.append(f"{path}: not valid TOML: {e}")
+            continue
+        cfg = _merge(cfg, data, str(path), problems, from_text=False)
+    cfg = _merge(cfg, _env_layer(env, problems), "environment", problems, from_text=True)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _env_layer(env: Mapping[str, str], problems: list[str]) -> dict:
+    layer: dict[str, dict[str, str]] = {}
+    sections = {f.name: f.type for f in fields(Config)}
+    for name, value in env.items():
+        if not name.startswith("HCP_"):
+            continue
+        rest = name[4:].lower()
+        section = next((s for s in sections if rest.startswith(s + "_")), None)
+        if section is None:
+            problems.append(f"{name}: no such section (sections: {', '.join(sections)})")
+            continue
+        layer.setdefault(section, {})[rest[len(section) + 1:]] = value
+    return layer
+
+
+def _merge(cfg: Config, data: dict, origin: str, problems: list[str], from_text: bool) -> Config:
+    hints = typing.get_type_hints(Config)
+    updates = {}
+    for section, values in data.items():
+        if section not in hints:
+            problems.append(f"[{section}] ({origin}): unknown section{_suggest(section, hints)}")
+            continue
+        if not isinstance(values, dict):
+            problems.append(f"[{section}] ({origin}): expected a table of keys")
+            continue
+        current = getattr(cfg, section)
+        known = {f.name: f for f in fields(current)}
+        types = typing.get_type_hints(type(current))
+        changes = {}
+        for key, raw in values.items():
+            where = f"{section}.{key} ({origin})"
+            if key not in known:
+                problems.append(f"{where}: unknown key{_suggest(key, known)}")
+                continue
+            try:
+                changes[key] = _coerce(raw, types[key], known[key].metadata, from_text)
+            except ValueError as e:
+                problems.append(f"{where}: {e}")
+        updates[section] = replace(current, **changes)
+    return replace(cfg, **updates)
+
+
+def _coerce(raw: Any, typ: Any, meta: Mapping, from_text: bool) -> Any:
+    shown = "***" if meta.get("secret") else repr(raw)
+    if typ is bool:
+        if from_text and isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return raw.lower() in ("1", "true", "yes", "on")
+        if not isinstance(raw, bool):
+            raise ValueError(f"expected true or false, got {shown}")
+        return raw
+    if typ in (int, float):
+        value = raw
+        if from_text and isinstance(raw, str):
+            try:
+                value = typ(raw)
+            except ValueError:
+                raise ValueError(f"expected {'an integer' if typ is int else 'a number'}, got {shown}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (typ is int and not isinstance(value, int)):
+            raise ValueError(f"expected {'an integer' if typ is int else 'a number'}, got {shown}")
+        lo, hi = meta.get("min"), meta.get("max")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ValueError(f"expected a value between {lo} and {hi}, got {shown}")
+        return typ(value)
+    if typ is str:
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a string, got {shown}")
+        if meta.get("choices") and raw not in meta["choices"]:
+            raise ValueError(f"expected one of {', '.join(meta['choices'])}, got {shown}")
+        if meta.get("pattern") and not re.match(meta["pattern"], raw):
+            raise ValueError(f"expected {meta['doc']}, got {shown}")
+        return raw
+    if typing.get_origin(typ) is dict or typ == (dict[str, int] | None):
+        if from_text:
+            raise ValueError("set this in a TOML file, not the environment")
+        if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                                                for k, v in raw.items()):
+            raise ValueError(f"expected a table of name = integer, got {shown}")
+        return dict(raw)
+    raise ValueError(f"unsupported type {typ}")  # pragma: no cover - a programming error
+
+
+def _suggest(word: str, known: Mapping) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+
+
+def qr_key(cfg: Config) -> bytes:
+    """The QR signing key as bytes (from `qr.key` or `qr.key_file`); a demo key when neither is set."""
+    if cfg.qr.key:
+        return bytes.fromhex(cfg.qr.key)
+    if cfg.qr.key_file:
+        text = Path(cfg.qr.key_file).read_text().strip()
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            raise ConfigError([f"qr.key_file: {cfg.qr.key_file} does not hold a hex key"]) from None
+        if len(key) < 32:
+            raise ConfigError([f"qr.key_file: key in {cfg.qr.key_file} is shorter than 32 bytes"])
+        return key
+    return DEMO_QR_KEY
+
+
+DEMO_QR_KEY = bytes.fromhex("64656d6f2d6f6e6c792d6e6f742d666f722d70726f64756374696f6e2d757365")  # "demo-only-…"

@@ -1,0 +1,91 @@
+"""A headless console view: the rating screens as text, keyboard input on stdin.
+
+Used by `make run` on machines without a screen and by the crash tests (which drive it through a
+pipe). Like any view it only renders `State` and submits events.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TextIO
+
+from device.machine import Back, LevelPressed, Phase, ReasonsConfirmed, ReasonToggled, State
+from device.model import LEVELS, Channel
+
+HELP = "键入 1–5 评价 (1 非常满意 … 5 非常不满意)；原因页：数字选择，y 确认，n 返回；q 退出"
+
+
+class ConsoleView:
+    def __init__(self, terminal, out: TextIO = sys.stdout, inp: TextIO = sys.stdin):
+        self.t = terminal
+        self.out = out
+        self.inp = inp
+        self._last = ""
+        self.quit = threading.Event()
+
+    def start(self) -> None:
+        self.t.watch(self.render)
+        threading.Thread(target=self._read, name="console-input", daemon=True).start()
+
+    # ---- output ---------------------------------------------------------------------------------
+
+    def render(self, s: State) -> None:
+        text = self.screen(s)
+        if text != self._last:
+            self._last = text
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def screen(self, s: State) -> str:
+        net = "在线" if self.t.online else "离线"
+        c = self.t.outbox.counts()
+        head = f"── {s.window_name or self.t.cfg.center.window} │ {net} │ 待送 {c.pending}" + \
+               (f" │ 隔离 {c.quarantined}" if c.quarantined else "") + " ──"
+        if s.phase == Phase.IDLE:
+            staff = f"当班：{s.staff.name}（{s.staff.number or s.staff.id}）" if s.staff else "当班：—"
+            return f"{head}\n[空闲] {staff}\n{HELP}"
+        if s.phase == Phase.CASE and s.case:
+            levels = "  ".join(f"{i + 1} {lvl.zh}" for i, lvl in enumerate(LEVELS))
+            url = s.qr.url if s.qr else ""
+            return (f"{head}\n[请评价] 事项：{s.case.item_name}  办件：{s.case.id}\n"
+                    f"  工作人员：{s.case.staff.name}  申请人：{s.case.applicant_display}\n"
+                    f"  扫码评价，可留言、上传图片：{url}\n  {levels}")
+        if s.phase == Phase.REASONS:
+            if s.catalog is None:
+                return f"{head}\n[原因] 原因列表尚未下发，请扫码评价。n 返回"
+            items = "\n".join(f"  {i + 1} [{'x' if r.code in s.selected else ' '}] {r.zh}"
+                              for i, r in enumerate(s.catalog.reasons))
+            return f"{head}\n[请选择不满意的原因（可多选）] {s.level.zh}\n{items}\n  y 确认  n 返回"
+        if s.phase == Phase.THANKS:
+            return f"{head}\n[谢谢您的评价！] rating {s.last_rating_id}"
+        if s.phase == Phase.RATED_ELSEWHERE:
+            return f"{head}\n[您已通过手机完成评价，谢谢！]"
+        if s.phase == Phase.UNAVAILABLE:
+            return f"{head}\n[暂时无法记录评价，请扫描二维码评价]"
+        return f"{head}\n[{s.phase.value}]"
+
+    # ---- input ----------------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        for line in self.inp:
+            cmd = line.strip().lower()
+            if cmd == "q":
+                self.quit.set()
+                return
+            event = self.parse(cmd, self.t.state)
+            if event is not None:
+                self.t.submit(event)
+
+    @staticmethod
+    def parse(cmd: str, s: State):
+        if s.phase == Phase.REASONS:
+            if cmd == "y":
+                return ReasonsConfirmed()
+            if cmd == "n":
+                return Back()
+            if cmd.isdigit() and s.catalog and 1 <= int(cmd) <= len(s.catalog.reasons):
+                return ReasonToggled(s.catalog.reasons[int(cmd) - 1].code)
+            return None
+        if cmd.isdigit() and 1 <= int(cmd) <= 5:
+            return LevelPressed(LEVELS[int(cmd) - 1], Channel.KEYS)
+        return None

@@ -1,0 +1,188 @@
+"""The courier: moves records from the outbox to the broker until each one has its receipt.
+
+One thread owns all delivery state. New records go first (a backlog never holds up today's
+ratings), then the backlog in sequence order, at most `window` awaiting receipts at once. A record
+without a receipt is offered again with jittered exponential backoff; duplicates on the wire are
+expected and the ledger keeps one row per id. A PUBACK reason code ≥ 0x80 or a "rejected" receipt
+moves the record to quarantine with an alarm — it is never deleted.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from device.config import OutboxSection
+from device.link import backoff
+from device.outbox import Outbox, Record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Flight:
+    record: Record
+    mid: int | None = None
+    offered_at: float = 0.0
+    attempts: int = 0
+    acked: bool = False
+    next_offer: float = 0.0
+
+
+class Courier:
+    def __init__(self, outbox: Outbox, cfg: OutboxSection, *, publish: Callable[[Record], int | None],
+                 on_alarm: Callable[[str, str], None], clock: Callable[[], float] = time.monotonic):
+        self.outbox = outbox
+        self.cfg = cfg
+        self._publish = publish
+        self._alarm = on_alarm
+        self._clock = clock
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._flights: dict[str, Flight] = {}
+        self._mids: dict[int, str] = {}
+        self._fresh: list[Record] = []
+        self._cursor = 0          # highest sequence offered from the backlog scan
+        self._online = False
+        self._thread = threading.Thread(target=self._run, name="courier", daemon=True)
+        self.delivered_count = 0  # records receipted since start (for status and benchmarks)
+
+    # ---- called from other threads --------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._inbox.put(("stop",))
+        self._thread.join(timeout=5)
+
+    def new_record(self, record: Record) -> None:
+        self._inbox.put(("new", record))
+
+    def puback(self, mid: int, code: int, name: str) -> None:
+        self._inbox.put(("puback", mid, code, name))
+
+    def receipts(self, items: list[dict]) -> None:
+        self._inbox.put(("receipts", items))
+
+    def connection(self, up: bool) -> None:
+        self._inbox.put(("online" if up else "offline",))
+
+    def requeue(self) -> None:
+        self._inbox.put(("requeue",))
+
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    # ---- the courier thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            timeout = self._next_wakeup()
+            try:
+                item = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            items = [item] if item else []
+            while True:  # take everything queued: receipts and pubacks arrive in bursts
+                try:
+                    items.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                for it in items:
+                    if it[0] == "stop":
+                        return
+                    self._handle(it)
+                if self._online:
+                    self._offer()
+            except Exception:  # noqa: BLE001 - the courier must outlive any single failure
+                log.exception("courier cycle failed; retrying")
+                time.sleep(0.5)
+
+    def _next_wakeup(self) -> float:
+        if not self._online or not self._flights:
+            return 1.0
+        soonest = min((f.next_offer for f in self._flights.values()), default=self._clock() + 1)
+        return max(0.0, min(1.0, soonest - self._clock()))
+
+    def _handle(self, it: tuple) -> None:
+        kind = it[0]
+        if kind == "new":
+            self._fresh.append(it[1])
+        elif kind == "puback":
+            self._on_puback(*it[1:])
+        elif kind == "receipts":
+            self._on_receipts(it[1])
+        elif kind == "online":
+            self._online = True
+        elif kind == "offline":
+            self._online = False
+        elif kind == "requeue":
+            n = self.outbox.requeue_quarantined()
+            self._cursor = 0
+            log.info("requeued %d quarantined records", n)
+
+    def _on_puback(self, mid: int, code: int, name: str) -> None:
+        rid = self._mids.pop(mid, None)
+        flight = self._flights.get(rid) if rid else None
+        if flight is None or flight.mid != mid:
+            return
+        if code >= 0x80:
+            self._flights.pop(rid, None)
+            if self.outbox.quarantine(rid, f"PUBACK 0x{code:02x} {name}"):
+                log.error("broker refused record %s: 0x%02x %s; quarantined", rid, code, name)
+                self._alarm("publish_refused", f"record {rid}: PUBACK 0x{code:02x} {name}; quarantined")
+            return
+        flight.acked = True  # 0x00 or 0x10 (no subscribers): now we wait for the receipt
+
+    def _on_receipts(self, items: list[dict]) -> None:
+        done = [i["id"] for i in items if i["status"] in ("stored", "duplicate")]
+        for i in items:
+            if i["status"] == "rejected":
+                self._flights.pop(i["id"], None)
+                if self.outbox.quarantine(i["id"], f"rejected by the ledger: {i.get('reason', '')}"):
+                    self._alarm("record_rejected", f"record {i['id']}: {i.get('reason', '')}")
+        if done:
+            n = self.outbox.delivered(done)
+            self.delivered_count += n
+            for rid in done:
+                f = self._flights.pop(rid, None)
+                if f is not None and f.mid is not None:
+                    self._mids.pop(f.mid, None)
+
+    def _offer(self) -> None:
+        now = self._clock()
+        fresh, self._fresh = self._fresh, []
+        for rec in fresh:                                    # today's ratings first
+            if rec.id not in self._flights:
+                self._send(Flight(rec), now)
+        for f in list(self._flights.values()):               # then re-offers that are due
+            if f.next_offer <= now:
+                self._send(f, now)
+        room = self.cfg.window - len(self._flights)          # then the backlog, in order
+        while room > 0:
+            batch = self.outbox.due(min(room, 500), after=self._cursor)
+            if not batch:
+                break
+            for rec in batch:
+                self._cursor = max(self._cursor, rec.seq)
+                if rec.id not in self._flights:
+                    self._send(Flight(rec), now)
+                    room -= 1
+
+    def _send(self, f: Flight, now: float) -> None:
+        mid = self._publish(f.record)
+        if f.mid is not None:
+            self._mids.pop(f.mid, None)
+        f.mid, f.offered_at, f.acked = mid, now, False
+        f.next_offer = now + backoff(f.attempts, self.cfg.receipt_timeout_s, self.cfg.retry_max_s) \
+            if f.attempts else now + self.cfg.receipt_timeout_s
+        f.attempts += 1
+        self._flights[f.record.id] = f
+        if mid is not None:
+            self._mids[mid] = f.record.id
+        else:
+            f.next_offer = now + 1.0  # paho would not take it now (disconnected): try again soon

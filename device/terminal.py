@@ -1,0 +1,281 @@
+"""The terminal runtime: wires config, outbox, MQTT link and courier around the pure state machine.
+
+Threads:
+- core (`run`): the only thread that steps the state machine and commits ratings;
+- paho's network thread: decodes inbound messages, renders the dynamic QR, queues events;
+- courier: delivery and receipts (device.courier);
+- views (console, Kivy, GPIO keys) only `submit()` events and `watch()` states.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from device import __version__, ids, machine, messages, qr, records
+from device.alarms import Alarms
+from device.config import Config, qr_key
+from device.courier import Courier
+from device.link import Link
+from device.machine import (CaseClosed, CaseOpened, CaseRatedElsewhere, CatalogChanged, CommitFailed,
+                            Committed, CommitRating, DutyChanged, EmitUnrated, Ignored, SettingsChanged,
+                            State, Tick)
+from device.messages import MessageError, Topics
+from device.model import Case, Catalog, Channel, Staff
+from device.outbox import Outbox, OutboxError, Record
+
+log = logging.getLogger(__name__)
+STATUS_EVERY_S = 300
+RETAINED_FILES = ("catalog", "duty", "config")  # kept on the data partition so the terminal works offline
+EXPIRY = {"event": 0, "rating": 0}              # records never expire on the way to the center
+
+Watcher = Callable[[State], None]
+REFRESH = object()  # not a machine event: only asks the views to render again
+
+
+class Terminal:
+    def __init__(self, cfg: Config, device_id: str, clock: Callable[[], float] = time.monotonic):
+        self.cfg = cfg
+        self.device_id = device_id
+        self.clock = clock
+        self.origin = records.Origin(cfg.center.id, cfg.center.window, device_id)
+        self.topics = Topics(cfg.center.id, cfg.center.window, device_id)
+        self.data_dir = Path(cfg.device.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.rejected: Counter[str] = Counter()
+        self.alarms = Alarms(self._alarm_changed)
+        self.outbox = Outbox(self.data_dir / "outbox.db", cfg.outbox.capacity, on_alarm=self.alarms.raise_)
+        self._qr_key = qr_key(cfg)
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._watchers: list[Watcher] = []
+        self._stop = threading.Event()
+        r = cfg.rating
+        self.state = State(settings=machine.Settings(r.case_timeout_s, r.reasons_timeout_s, r.thanks_s,
+                                                     r.staff_rating_when_idle, r.repeat_guard_s))
+        self.link = Link(cfg.mqtt, device_id, will_topic=self.topics.status,
+                         will_payload=messages.encode(self._status("offline")),
+                         subscriptions=list(self.topics.inbound()), on_message=self._inbound,
+                         on_puback=lambda mid, code, name: self.courier.puback(mid, code, name),
+                         on_connection=self._connection, on_connected_publish=self.publish_status)
+        self.courier = Courier(self.outbox, cfg.outbox, publish=self._publish_record, on_alarm=self.alarms.raise_)
+        self._load_retained()
+
+    # ---- public API for views -------------------------------------------------------------------
+
+    def submit(self, event: machine.Event) -> None:
+        """Hand an input to the core thread (safe from any thread: UI, GPIO callbacks, console)."""
+        self._events.put(event)
+
+    def watch(self, fn: Watcher) -> None:
+        """`fn(state)` is called on the core thread after every change; keep it short."""
+        self._watchers.append(fn)
+        fn(self.state)
+
+    @property
+    def online(self) -> bool:
+        return self.link.connected.is_set()
+
+    def start(self) -> None:
+        self.courier.start()
+        self.link.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._events.put(Tick())
+        self.link.stop(final=(self.topics.status, messages.encode(self._status("offline"))))
+        self.courier.stop()
+        self.outbox.close()
+
+    def run(self) -> None:
+        """The core loop: step the machine on each event, or on each deadline."""
+        last_status = self.clock()
+        while not self._stop.is_set():
+            deadline = self.state.deadline
+            timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - self.clock()))
+            try:
+                event = self._events.get(timeout=timeout)
+            except queue.Empty:
+                event = Tick()
+            if event is REFRESH:
+                self._notify()
+            else:
+                self.handle(event)
+            if self.clock() - last_status >= STATUS_EVERY_S:
+                last_status = self.clock()
+                self.publish_status()
+
+    def handle(self, event: machine.Event) -> None:
+        """Step once and carry out the effects (core thread)."""
+        before = self.state
+        self.state, effects = machine.step(self.state, event, self.clock())
+        for effect in effects:
+            follow_up = self._carry_out(effect)
+            if follow_up is not None:
+                self.state, more = machine.step(self.state, follow_up, self.clock())
+                effects.extend(more)
+        if self.state is not before:
+            self._notify()
+
+    def _notify(self) -> None:
+        for fn in self._watchers:
+            try:
+                fn(self.state)
+            except Exception:  # noqa: BLE001 - a broken view must not stop the core
+                log.exception("view failed to render")
+
+    # ---- effects ---------------------------------------------------------------------------------
+
+    def _carry_out(self, effect) -> machine.Event | None:
+        if isinstance(effect, CommitRating):
+            d = effect.draft
+            try:
+                rec = self.outbox.add("rating", lambda rid, seq, ts: records.rating(d, self.origin, rid, seq, ts),
+                                      case_id=d.case.id if d.case else None)
+            except (OutboxError, MessageError) as e:
+                self.alarms.raise_("rating_not_stored", str(e))
+                return CommitFailed(getattr(e, "reason", "error"))
+            self.courier.new_record(rec)
+            self._check_fill()
+            return Committed(rec.id)
+        if isinstance(effect, EmitUnrated):
+            try:
+                rec = self.outbox.add("event", lambda rid, seq, ts: records.unrated(effect.case, self.origin,
+                                                                                    rid, seq, ts))
+                self.courier.new_record(rec)
+            except (OutboxError, MessageError) as e:
+                self.alarms.raise_("event_not_stored", f"unrated case {effect.case.id}: {e}")
+            return None
+        if isinstance(effect, Ignored):
+            log.info("ignored %s: %s", effect.event, effect.reason)
+        return None
+
+    def _check_fill(self) -> None:
+        c = self.outbox.counts()
+        if c.level * 100 >= self.cfg.outbox.alarm_percent:
+            self.alarms.raise_("outbox_high", f"{c.pending} pending + {c.quarantined} quarantined of {c.capacity}")
+        else:
+            self.alarms.clear("outbox_high")
+
+    def _publish_record(self, rec: Record) -> int | None:
+        return self.link.publish(self.topics.device_topic(rec.leaf), rec.payload, qos=1)
+
+    # ---- inbound (paho network thread) -----------------------------------------------------------
+
+    def _inbound(self, topic: str, payload: bytes, retained: bool) -> None:
+        kind = self.topics.inbound().get(topic)
+        if kind is None:
+            return self._reject(topic, MessageError("unexpected_topic", topic[:80]))
+        try:
+            data = messages.decode(kind, payload, self.cfg.limits.max_message_bytes)
+            self._apply(kind, data)
+        except MessageError as e:
+            self._reject(topic, e)
+
+    def _reject(self, topic: str, e: MessageError) -> None:
+        self.rejected[e.reason] += 1
+        log.warning("rejected message on %s: %s (%d rejected so far)", topic, e, sum(self.rejected.values()))
+
+    def _apply(self, kind: str, data: dict) -> None:
+        if kind == "receipt":
+            self.courier.receipts(data["items"])
+            return
+        if kind in ("case", "duty", "catalog") and data["center"] != self.cfg.center.id:
+            raise MessageError("wrong_center", f"{data['center']} is not {self.cfg.center.id}")
+        if kind in ("case", "duty") and data["window"] != self.cfg.center.window:
+            raise MessageError("wrong_window", f"{data['window']} is not {self.cfg.center.window}")
+        if kind == "config" and data["device"] != self.device_id:
+            raise MessageError("wrong_device", data["device"])
+        event = self._event_for(kind, data)
+        if kind in RETAINED_FILES:
+            self._save_retained(kind, data)
+        self.submit(event)
+
+    def _event_for(self, kind: str, data: dict) -> machine.Event:
+        if kind == "case":
+            if data["state"] == "closed":
+                return CaseClosed(data["case"]["id"])
+            if data["state"] == "rated":
+                return CaseRatedElsewhere(data["case"]["id"], Channel(data.get("rated_channel", "qr")))
+            case = Case.from_msg(data)
+            rated = self.outbox.case_rated(case.id)
+            return CaseOpened(case, already_rated=rated, qr=None if rated else self.dynamic_qr(case))
+        if kind == "duty":
+            staff = Staff.from_msg(data["staff"]) if data["staff"] else None
+            return DutyChanged(staff, data.get("window_name", ""))
+        if kind == "catalog":
+            return CatalogChanged(Catalog.from_msg(data))
+        r = self.state.settings
+        over = data.get("rating", {})
+        return SettingsChanged(machine.Settings(
+            over.get("case_timeout_s", r.case_timeout_s), over.get("reasons_timeout_s", r.reasons_timeout_s),
+            over.get("thanks_s", r.thanks_s), over.get("staff_rating_when_idle", r.staff_rating_when_idle),
+            r.repeat_guard_s))
+
+    def dynamic_qr(self, case: Case) -> qr.DynamicQr:
+        """The platform's rating URL when the case brought one, else our signed, expiring token."""
+        if case.rating_url:
+            return qr.DynamicQr(case.rating_url, tuple(map(tuple, qr.matrix(case.rating_url))), 0)
+        token = qr.sign(self.cfg.qr.key_id, self._qr_key, center=self.cfg.center.id, case=case.id,
+                        window=self.cfg.center.window, staff=case.staff.id, device=self.device_id,
+                        ttl_s=self.cfg.qr.ttl_s)
+        url = qr.rating_url(self.cfg.qr.url_template, token)
+        return qr.DynamicQr(url, tuple(map(tuple, qr.matrix(url))), int(token.split(qr.SEP)[7]))
+
+    # ---- retained inputs kept on disk ------------------------------------------------------------
+
+    def _save_retained(self, kind: str, data: dict) -> None:
+        path = self.data_dir / f"{kind}.json"
+        tmp = path.with_suffix(".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(messages.encode(data))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            self.alarms.raise_("disk_write_failed", f"{path}: {e}")
+
+    def _load_retained(self) -> None:
+        for kind in RETAINED_FILES:
+            path = self.data_dir / f"{kind}.json"
+            if not path.exists():
+                continue
+            try:
+                data = messages.decode(kind, path.read_bytes(), self.cfg.limits.max_message_bytes)
+                if kind == "duty" and data["window"] != self.cfg.center.window:
+                    continue
+                self.state, _ = machine.step(self.state, self._event_for(kind, data), self.clock())
+            except (MessageError, OSError) as e:
+                log.warning("ignoring saved %s: %s", path, e)
+
+    # ---- status and alarms -----------------------------------------------------------------------
+
+    def _status(self, state: str) -> dict:
+        msg = {"v": 1, "type": "status", "device": self.device_id, "state": state, "ts": ids.wall_time(),
+               "fw": __version__, "window": self.cfg.center.window}
+        if state == "online":
+            c = self.outbox.counts()
+            msg["outbox"] = {"pending": c.pending, "quarantined": c.quarantined, "capacity": c.capacity}
+            msg["alarms"] = sorted(self.alarms.active())
+            msg["rejected_inputs"] = sum(self.rejected.values())
+        return msg
+
+    def publish_status(self) -> None:
+        self.link.publish(self.topics.status, messages.encode(self._status("online")), qos=1, retain=True)
+
+    def _alarm_changed(self, code: str, detail: str, raised: bool) -> None:
+        if not hasattr(self, "link") or not self.online:
+            return  # the retained status sent on (re)connect carries the active alarms
+        msg = records.alarm(code, detail, self.origin, ids.uuid7(), ids.wall_time(), cleared=not raised)
+        self.link.publish(self.topics.event, messages.encode(msg), qos=1)
+        self.publish_status()
+
+    def _connection(self, up: bool, reason: str) -> None:
+        self.courier.connection(up)
+        self.submit(REFRESH)  # views re-render the connectivity indicator
