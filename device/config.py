@@ -104,6 +104,21 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class UiSection:
+    # Owned by ui/ (issue 3): add keys here as the UI needs them.
+    language: str = opt("zh", "UI language", choices=("zh", "en"))
+    maintenance_pin: str = opt("", "PIN for the maintenance screen; empty = maintenance disabled", secret=True,
+                               pattern=r"^([0-9]{4,12})?$")
+
+
+@dataclass(frozen=True)
+class HardwareSection:
+    # Owned by drivers/ (issue 4): add keys here as the drivers need them.
+    profile: str = opt("", "hardware profile: a name shipped in drivers/profiles or a path to a TOML file; "
+                       "empty = no hardware (touch screen or console only)")
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceSection = field(default_factory=DeviceSection)
     center: CenterSection = field(default_factory=CenterSection)
@@ -113,6 +128,8 @@ class Config:
     qr: QrSection = field(default_factory=QrSection)
     codes: CodesSection = field(default_factory=CodesSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
+    ui: UiSection = field(default_factory=UiSection)
+    hardware: HardwareSection = field(default_factory=HardwareSection)
 
 
 class ConfigError(Exception):
