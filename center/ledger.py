@@ -46,6 +46,7 @@ BATCH = 1000
 class Ledger:
     def __init__(self, db_path: str | Path, host: str = "127.0.0.1", port: int = 1883, center: str = "+",
                  client_id: str = "center-ledger", username: str = "", password: str = ""):
+        self.db_path = Path(db_path)
         self.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self.db.executescript(SCHEMA)
         self.db.execute("PRAGMA synchronous=FULL")
@@ -148,6 +149,15 @@ class Ledger:
                             (m["id"], m["center"], m["window"], m["device"], m["ts"], m["event"], m.get("case"),
                              m.get("staff"), m.get("applicant"), now)).rowcount
         return "stored" if n else "duplicate"
+
+
+def query(db_path: str | Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Read the ledger from another connection (tests, reports) while the service writes."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
 
 
 def _id_of(payload: bytes) -> str | None:

@@ -9,7 +9,9 @@ log = logging.getLogger(__name__)
 
 
 class Alarms:
-    def __init__(self, on_change: Callable[[str, str, bool], None] = lambda code, detail, raised: None):
+    """`on_change(code, detail, state)` with state "raised" (new), "again" (already active) or "cleared"."""
+
+    def __init__(self, on_change: Callable[[str, str, str], None] = lambda code, detail, state: None):
         self._active: dict[str, str] = {}
         self._lock = threading.Lock()
         self._on_change = on_change
@@ -22,15 +24,14 @@ class Alarms:
             self._active[code] = detail
             self.last_error = f"{code}: {detail}"
         log.error("ALARM %s: %s", code, detail)
-        if new:
-            self._on_change(code, detail, True)
+        self._on_change(code, detail, "raised" if new else "again")
 
     def clear(self, code: str) -> None:
         with self._lock:
             if self._active.pop(code, None) is None:
                 return
         log.warning("alarm cleared: %s", code)
-        self._on_change(code, "", False)
+        self._on_change(code, "", "cleared")
 
     def active(self) -> dict[str, str]:
         with self._lock:

@@ -18,6 +18,9 @@ from typing import Any, Union
 from device.model import Case, Catalog, Channel, Level, Staff
 
 
+RECENT = 64
+
+
 class Phase(str, Enum):
     IDLE = "idle"
     CASE = "case"
@@ -169,6 +172,7 @@ class State:
     deadline: float | None = None
     guard_until: float = 0.0
     last_rating_id: str = ""
+    recently_rated: tuple[str, ...] = ()  # case ids rated here lately (the outbox remembers them longer)
 
 
 def step(state: State, event: Event, now: float) -> tuple[State, list[Effect]]:
@@ -196,7 +200,7 @@ def _on_case_opened(s: State, e: CaseOpened, now: float):
         return _ignore(s, e, "a citizen is still rating the previous case")
     if s.case is not None and not s.case_rated:
         effects.append(EmitUnrated(s.case))  # the center moved on without a rating
-    if e.already_rated:
+    if e.already_rated or e.case.id in s.recently_rated:
         s = replace(_to_idle(s), case=e.case, case_rated=True, case_closed=False, qr=None)
         return s, effects + [Ignored("CaseOpened", "case already rated")]
     s = replace(_to_idle(s), phase=Phase.CASE, case=e.case, case_rated=False, case_closed=False, qr=e.qr,
@@ -322,7 +326,8 @@ def _on_committed(s: State, e: Committed, now: float):
     if s.phase != Phase.COMMITTING:
         return _ignore(s, e, "no commit pending")
     rated = s.case_rated or s.kind == "case"
-    s = replace(s, phase=Phase.THANKS, case_rated=rated, deadline=now + s.settings.thanks_s,
+    recent = (s.recently_rated + (s.case.id,))[-RECENT:] if s.kind == "case" and s.case else s.recently_rated
+    s = replace(s, phase=Phase.THANKS, case_rated=rated, deadline=now + s.settings.thanks_s, recently_rated=recent,
                 guard_until=now + s.settings.thanks_s + s.settings.repeat_guard_s, last_rating_id=e.rating_id,
                 selected=frozenset())
     return _close_if_pending(s)

@@ -136,16 +136,18 @@ class Outbox:
             self._db.execute("UPDATE meta SET v=max(v, ?) WHERE k='seq'", (top[0] if top else 0,))
         except sqlite3.DatabaseError:
             pass
-        try:
-            self._db.execute("BEGIN")
-            for row in old.execute("SELECT seq, id, leaf, payload, created, quarantined, reason FROM outbox"):
-                saved += self._db.execute("INSERT OR IGNORE INTO outbox VALUES (?,?,?,?,?,?,?)", row).rowcount
-                self._db.execute("UPDATE meta SET v=max(v, ?) WHERE k='seq'", (row[0],))
-        except sqlite3.DatabaseError as e:
-            log.warning("salvage stopped early: %s", e)
-        finally:
-            self._db.execute("COMMIT")
-            old.close()
+        # Scan from both ends: a damaged page stops a scan, so rows beyond it are read from the other side.
+        self._db.execute("BEGIN")
+        for order in ("ASC", "DESC"):
+            try:
+                for row in old.execute("SELECT seq, id, leaf, payload, created, quarantined, reason FROM outbox "
+                                       f"ORDER BY seq {order}"):
+                    saved += self._db.execute("INSERT OR IGNORE INTO outbox VALUES (?,?,?,?,?,?,?)", row).rowcount
+                    self._db.execute("UPDATE meta SET v=max(v, ?) WHERE k='seq'", (row[0],))
+            except sqlite3.DatabaseError as e:
+                log.warning("salvage scan %s stopped at a damaged page: %s", order, e)
+        self._db.execute("COMMIT")
+        old.close()
         return saved
 
     def _prune(self) -> None:
@@ -174,10 +176,12 @@ class Outbox:
                 raise OutboxFull(self.capacity)
             try:
                 return self._add_locked(leaf, build, rid, ts, case_id)
-            except sqlite3.DatabaseError as e:
+            except BaseException as e:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise _classify(e) from e
+                if isinstance(e, sqlite3.DatabaseError):
+                    raise _classify(e) from e
+                raise
 
     def _add_locked(self, leaf, build, rid, ts, case_id) -> Record:
         db = self._db

@@ -86,6 +86,8 @@ class Terminal:
         self.link.start()
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._events.put(Tick())
         self.link.stop(final=(self.topics.status, messages.encode(self._status("offline"))))
@@ -269,12 +271,13 @@ class Terminal:
     def publish_status(self) -> None:
         self.link.publish(self.topics.status, messages.encode(self._status("online")), qos=1, retain=True)
 
-    def _alarm_changed(self, code: str, detail: str, raised: bool) -> None:
+    def _alarm_changed(self, code: str, detail: str, state: str) -> None:
         if not hasattr(self, "link") or not self.online:
             return  # the retained status sent on (re)connect carries the active alarms
-        msg = records.alarm(code, detail, self.origin, ids.uuid7(), ids.wall_time(), cleared=not raised)
-        self.link.publish(self.topics.event, messages.encode(msg), qos=1)
-        self.publish_status()
+        if state != "again":
+            msg = records.alarm(code, detail, self.origin, ids.uuid7(), ids.wall_time(), cleared=state == "cleared")
+            self.link.publish(self.topics.event, messages.encode(msg), qos=1)
+        self.publish_status()  # the retained status always shows the current counts
 
     def _connection(self, up: bool, reason: str) -> None:
         self.courier.connection(up)

@@ -1,6 +1,7 @@
 """Starting a project-configured Mosquitto (used by `make run`, the tests and the benchmarks)."""
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -36,7 +37,8 @@ class Broker:
 
     def start(self, timeout: float = 10) -> "Broker":
         conf = self.dir / "mosquitto.conf"
-        conf.write_text(TEMPLATE.read_text().format(port=self.port, data_dir=self.dir, extra=self.extra))
+        conf.write_text(TEMPLATE.read_text().format(port=self.port, user=getpass.getuser(), data_dir=self.dir,
+                                                  extra=self.extra))
         self.log = open(self.dir / "mosquitto.log", "ab")
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=self.log, stderr=self.log)
         end = time.monotonic() + timeout
