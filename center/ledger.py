@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device import messages
+from device.link import no_delay
 from device.messages import MessageError, parse_device_topic
 
 log = logging.getLogger("ledger")
@@ -59,6 +60,7 @@ class Ledger:
         if username:
             c.username_pw_set(username, password)
         c.max_inflight_messages_set(1000)
+        c.on_socket_open = no_delay
         c.suppress_exceptions = True
         c.on_connect = lambda cl, *_: (cl.subscribe(f"{messages.PREFIX}/{center}/device/+/rating", qos=1),
                                        cl.subscribe(f"{messages.PREFIX}/{center}/device/+/event", qos=1))

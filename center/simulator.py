@@ -20,6 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device import messages
+from device.link import no_delay
 
 log = logging.getLogger("simulator")
 
@@ -50,6 +51,7 @@ class Simulator:
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sim-{center}-{window}", protocol=mqtt.MQTTv5)
         self.c.on_connect = lambda cl, *_: cl.subscribe(f"{messages.PREFIX}/{center}/device/+/rating", qos=1)
         self.c.on_message = self._on_rating
+        self.c.on_socket_open = no_delay
         self.c.connect(host, port)
         self.c.loop_start()
 

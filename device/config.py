@@ -7,6 +7,7 @@ Environment variables are `HCP_<SECTION>_<KEY>`, e.g. `HCP_MQTT_PORT=8883`.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -14,6 +15,8 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+
+from device.model import Channel
 
 MAIN_FILE = Path("/etc/rating-terminal/terminal.toml")
 BOOT_OVERRIDE = Path("/boot/firmware/rating-terminal.toml")  # a technician edits this from any laptop
@@ -94,7 +97,8 @@ class QrSection:
 class CodesSection:
     level_scheme: str = opt("gbt39046", "level numbering at export: gbt39046 (1 = 非常满意) or "
                             "provincial (1 = 非常不满意)", choices=("gbt39046", "provincial"))
-    channels: dict[str, int] = opt(None, "channel name → platform channel code (pf)")
+    channels: dict[str, int] = opt(None, "channel name → platform channel code (pf)", min=0, max=99,
+                                   choices=tuple(c.value for c in Channel))
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,26 @@ class UiSection:
     language: str = opt("zh", "UI language", choices=("zh", "en"))
     maintenance_pin: str = opt("", "PIN for the maintenance screen; empty = maintenance disabled", secret=True,
                                pattern=r"^([0-9]{4,12})?$")
+    maintenance_timeout_s: int = opt(120, "the maintenance screen closes after this long untouched", min=15,
+                                     max=3600)
+    hall_qr_url: str = opt("", "hall rating QR (大厅评价) URL; empty = not shown", pattern=r"^(https://\S+)?$")
+    staff_qr_template: str = opt("", "staff rating QR (人员评价) URL with {staff} for the staff id; empty = "
+                                 "not shown", pattern=r"^(https://\S*\{staff\}\S*)?$")
+    panel_dpi: float = opt(0.0, "panel pixels per inch; 0 = from the window size and panel_diagonal_in",
+                           min=0, max=600)
+    panel_diagonal_in: float = opt(7.0, "panel diagonal in inches (7 = the 800×480 DSI touchscreen)", min=2,
+                                   max=40)
+    fullscreen: str = opt("auto", "auto = full screen on the kiosk (KMSDRM), a window on a desktop; yes; no",
+                          choices=("auto", "yes", "no"))
+    rotation: int = opt(0, "screen rotation in degrees: 0, 90, 180 or 270", min=0, max=270)
+    window_size: str = opt("800x480", "window size on a desktop", pattern=r"^[0-9]{3,4}x[0-9]{3,4}$")
+    idle_fps: int = opt(10, "frame-rate cap while idle and untouched for idle_after_s (0 = never lower)",
+                        min=0, max=60)
+    idle_after_s: int = opt(30, "seconds without activity before idle_fps applies", min=1, max=3600)
+    touch_guard_ms: int = opt(300, "touches this soon after a screen change are ignored (double taps)",
+                              min=0, max=2000)
+    voice: str = opt("", "voice prompts: folder of <language>/<prompt>.wav files; empty = silent")
+    voice_player: str = opt("aplay -q", "command that plays one WAV file (its path is appended)")
 
 
 @dataclass(frozen=True)
@@ -116,6 +140,22 @@ class HardwareSection:
     # Owned by drivers/ (issue 4): add keys here as the drivers need them.
     profile: str = opt("", "hardware profile: a name shipped in drivers/profiles or a path to a TOML file; "
                        "empty = no hardware (touch screen or console only)")
+    simulate: bool = opt(False, "drive the simulated twin of every driver (demo, bench, self-test without hardware)")
+    sysfs_root: str = opt("/sys", "sysfs root for the backlight node (tests point it at a temp tree)")
+    opening_hours: str = opt("", "opening hours; the backlight is off outside them, e.g. "
+                             "'mon-fri 08:30-12:00,13:00-17:30; sat 09:00-12:00' (empty = always open)",
+                             pattern=r"^(?:\s*(?:mon|tue|wed|thu|fri|sat|sun)(?:-(?:mon|tue|wed|thu|fri|sat|sun))?"
+                             r"(?:,(?:mon|tue|wed|thu|fri|sat|sun)(?:-(?:mon|tue|wed|thu|fri|sat|sun))?)*\s+"
+                             r"(?:[01]\d|2[0-3]):[0-5]\d-(?:(?:[01]\d|2[0-3]):[0-5]\d|24:00)"
+                             r"(?:,(?:[01]\d|2[0-3]):[0-5]\d-(?:(?:[01]\d|2[0-3]):[0-5]\d|24:00))*\s*"
+                             r"(?:;\s*(?:mon|tue|wed|thu|fri|sat|sun)(?:-(?:mon|tue|wed|thu|fri|sat|sun))?"
+                             r"(?:,(?:mon|tue|wed|thu|fri|sat|sun)(?:-(?:mon|tue|wed|thu|fri|sat|sun))?)*\s+"
+                             r"(?:[01]\d|2[0-3]):[0-5]\d-(?:(?:[01]\d|2[0-3]):[0-5]\d|24:00)"
+                             r"(?:,(?:[01]\d|2[0-3]):[0-5]\d-(?:(?:[01]\d|2[0-3]):[0-5]\d|24:00))*\s*)*)?$")
+    dim_after_s: int = opt(120, "dim the backlight after this long with no case, touch or key", min=10, max=86400)
+    backlog_records: int = opt(20, "status LED shows 'backlog' when this many records wait for delivery",
+                               min=1, max=10_000_000)
+    center_name: str = opt("", "centre name printed on the rate-later slip; empty = the center id")
 
 
 @dataclass(frozen=True)
@@ -223,7 +263,7 @@ def _coerce(raw: Any, typ: Any, meta: Mapping, from_text: bool) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (typ is int and not isinstance(value, int)):
             raise ValueError(f"expected {'an integer' if typ is int else 'a number'}, got {shown}")
         lo, hi = meta.get("min"), meta.get("max")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ValueError(f"expected a value between {lo} and {hi}, got {shown}")
         return typ(value)
     if typ is str:
@@ -231,7 +271,7 @@ def _coerce(raw: Any, typ: Any, meta: Mapping, from_text: bool) -> Any:
             raise ValueError(f"expected a string, got {shown}")
         if meta.get("choices") and raw not in meta["choices"]:
             raise ValueError(f"expected one of {', '.join(meta['choices'])}, got {shown}")
-        if meta.get("pattern") and not re.match(meta["pattern"], raw):
+        if meta.get("pattern") and not re.fullmatch(meta["pattern"], raw):  # re.match's `$` allows a final "\n"
             raise ValueError(f"expected {meta['doc']}, got {shown}")
         return raw
     if typing.get_origin(typ) is dict or typ == (dict[str, int] | None):
@@ -240,6 +280,11 @@ def _coerce(raw: Any, typ: Any, meta: Mapping, from_text: bool) -> Any:
         if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
                                                 for k, v in raw.items()):
             raise ValueError(f"expected a table of name = integer, got {shown}")
+        for name, value in raw.items():
+            if meta.get("choices") and name not in meta["choices"]:
+                raise ValueError(f"unknown name {name!r}{_suggest(name, dict.fromkeys(meta['choices']))}")
+            if not meta["min"] <= value <= meta["max"]:
+                raise ValueError(f"{name}: expected a value between {meta['min']} and {meta['max']}, got {value}")
         return dict(raw)
     raise ValueError(f"unsupported type {typ}")  # pragma: no cover - a programming error
 

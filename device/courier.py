@@ -8,10 +8,12 @@ moves the record to quarantine with an alarm — it is never deleted.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,6 +22,7 @@ from device.link import backoff
 from device.outbox import Outbox, Record
 
 log = logging.getLogger(__name__)
+RECENT_RECEIPTS = 20_000
 
 
 @dataclass
@@ -44,6 +47,8 @@ class Courier:
         self._flights: dict[str, Flight] = {}
         self._mids: dict[int, str] = {}
         self._fresh: list[Record] = []
+        self._recent: OrderedDict[str, None] = OrderedDict()  # ids receipted lately
+        self._timers: list[tuple[float, int, str]] = []        # heap of (next offer, seq, id)
         self._cursor = 0          # highest sequence offered from the backlog scan
         self._online = False
         self._thread = threading.Thread(target=self._run, name="courier", daemon=True)
@@ -103,10 +108,9 @@ class Courier:
                 time.sleep(0.5)
 
     def _next_wakeup(self) -> float:
-        if not self._online or not self._flights:
+        if not self._online or not self._timers:
             return 1.0
-        soonest = min((f.next_offer for f in self._flights.values()), default=self._clock() + 1)
-        return max(0.0, min(1.0, soonest - self._clock()))
+        return max(0.0, min(1.0, self._timers[0][0] - self._clock()))
 
     def _handle(self, it: tuple) -> None:
         kind = it[0]
@@ -132,26 +136,32 @@ class Courier:
             return
         if code >= 0x80:
             self._flights.pop(rid, None)
-            if self.outbox.quarantine(rid, f"PUBACK 0x{code:02x} {name}"):
+            if self.outbox.quarantine(rid, f"PUBACK 0x{code:02x} {name}", flight.record.seq):
                 log.error("broker refused record %s: 0x%02x %s; quarantined", rid, code, name)
                 self._alarm("publish_refused", f"record {rid}: PUBACK 0x{code:02x} {name}; quarantined")
             return
         flight.acked = True  # 0x00 or 0x10 (no subscribers): now we wait for the receipt
 
     def _on_receipts(self, items: list[dict]) -> None:
-        done = [i["id"] for i in items if i["status"] in ("stored", "duplicate")]
+        done: list[tuple[str, int | None]] = []
         for i in items:
+            rid = i["id"]
+            if rid in self._recent:
+                continue  # a second receipt for a record already gone (it was offered twice)
+            flight = self._flights.pop(rid, None)
+            if flight is not None and flight.mid is not None:
+                self._mids.pop(flight.mid, None)
+            seq = flight.record.seq if flight else None
             if i["status"] == "rejected":
-                self._flights.pop(i["id"], None)
-                if self.outbox.quarantine(i["id"], f"rejected by the ledger: {i.get('reason', '')}"):
-                    self._alarm("record_rejected", f"record {i['id']}: {i.get('reason', '')}")
+                if self.outbox.quarantine(rid, f"rejected by the ledger: {i.get('reason', '')}", seq):
+                    self._alarm("record_rejected", f"record {rid}: {i.get('reason', '')}")
+            else:
+                done.append((rid, seq))
+            self._recent[rid] = None
+        while len(self._recent) > RECENT_RECEIPTS:
+            self._recent.popitem(last=False)
         if done:
-            n = self.outbox.delivered(done)
-            self.delivered_count += n
-            for rid in done:
-                f = self._flights.pop(rid, None)
-                if f is not None and f.mid is not None:
-                    self._mids.pop(f.mid, None)
+            self.delivered_count += self.outbox.delivered(done)
 
     def _offer(self) -> None:
         now = self._clock()
@@ -159,8 +169,10 @@ class Courier:
         for rec in fresh:                                    # today's ratings first
             if rec.id not in self._flights:
                 self._send(Flight(rec), now)
-        for f in list(self._flights.values()):               # then re-offers that are due
-            if f.next_offer <= now:
+        while self._timers and self._timers[0][0] <= now:    # then re-offers that are due
+            when, _, rid = heapq.heappop(self._timers)
+            f = self._flights.get(rid)
+            if f is not None and f.next_offer == when:       # else receipted, or rescheduled since
                 self._send(f, now)
         room = self.cfg.window - len(self._flights)          # then the backlog, in order
         while room > 0:
@@ -186,3 +198,7 @@ class Courier:
             self._mids[mid] = f.record.id
         else:
             f.next_offer = now + 1.0  # paho would not take it now (disconnected): try again soon
+        heapq.heappush(self._timers, (f.next_offer, f.record.seq, f.record.id))
+        if len(self._timers) > 4 * self.cfg.window + 1000:  # drop entries of records already receipted
+            self._timers = [(x.next_offer, x.record.seq, x.record.id) for x in self._flights.values()]
+            heapq.heapify(self._timers)

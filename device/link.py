@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import ssl
 import threading
 from typing import Callable
@@ -25,6 +26,14 @@ log = logging.getLogger(__name__)
 PubackHandler = Callable[[int, int, str], None]        # mid, reason code value, reason name
 MessageHandler = Callable[[str, bytes, bool], None]    # topic, payload, retained
 ConnectionHandler = Callable[[bool, str], None]        # up?, reason
+
+
+def no_delay(client, userdata, sock) -> None:
+    """Ratings and acks are small: send them now, not after Nagle's wait for the previous ACK."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not a TCP socket (a test double, a proxy): nothing to tune
 
 
 def backoff(attempt: int, low: float, high: float) -> float:
@@ -62,6 +71,7 @@ class Link:
         c.on_connect_fail = self._connect_failed
         c.on_message = self._message
         c.on_publish = self._published
+        c.on_socket_open = no_delay
         c.reconnect_delay_set(backoff(0, cfg.reconnect_min_s, cfg.reconnect_max_s), cfg.reconnect_max_s)
         self.client = c
 

@@ -21,6 +21,9 @@ KINDS = ("case", "duty", "catalog", "config", "receipt", "rating", "event", "sta
 
 # Runs of six or more digits look like ID-card, phone or bank numbers: never allowed in display text.
 _DIGIT_RUN = re.compile(r"[0-9０-９]{6,}")
+# An applicant token made of nothing but a mainland mobile number or a 15/18-digit ID-card number is
+# not opaque. Only whole tokens are judged: random tokens may contain digit runs by chance.
+_BARE_NUMBER = re.compile(r"1[3-9][0-9]{9}|[0-9]{15}|[0-9]{17}[0-9Xx]")
 
 
 class MessageError(ValueError):
@@ -91,7 +94,7 @@ DEVICE_TOPIC = re.compile(rf"^{re.escape(PREFIX)}/([A-Za-z0-9_-]{{1,32}})/device
 
 def parse_device_topic(topic: str) -> tuple[str, str, str] | None:
     """(center, device, leaf) for a device topic, else None."""
-    m = DEVICE_TOPIC.match(topic)
+    m = DEVICE_TOPIC.fullmatch(topic)  # not .match: its `$` would accept a trailing "\n"
     return (m.group(1), m.group(2), m.group(3)) if m else None
 
 
@@ -126,18 +129,25 @@ def decode(kind: str, payload: bytes | str, max_bytes: int = MAX_INBOUND_BYTES) 
     """Parse and validate one message of `kind`; raise MessageError with a reason code."""
     if kind not in KINDS:
         raise MessageError("unknown_kind", kind)
+    if isinstance(payload, str):  # the limit is in bytes as they travel, not in characters
+        try:
+            payload = payload.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MessageError("bad_json", "text is not valid Unicode") from None
     if len(payload) > max_bytes:
         raise MessageError("oversized", f"{len(payload)} bytes > {max_bytes}")
     try:
-        text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
-        data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+        data = json.loads(payload.decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
+                          parse_constant=_no_constants)
+        # A lone "\udXXX" escape parses, but is not text: it could never be written back as UTF-8.
+        encode(data)
     except MessageError:
         raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+    except (UnicodeError, ValueError, RecursionError) as e:
         raise MessageError("bad_json", str(e)[:120]) from None
     if not isinstance(data, dict):
         raise MessageError("not_object", type(data).__name__)
-    if data.get("v") != VERSION:
+    if isinstance(data.get("v"), bool) or data.get("v") != VERSION:  # True == 1 in Python, not in JSON
         raise MessageError("wrong_version", f"v={data.get('v')!r}, this device speaks v={VERSION}")
     if data.get("type") != kind:
         raise MessageError("wrong_type", f"expected {kind!r}, got {str(data.get('type'))[:32]!r}")
@@ -150,7 +160,10 @@ def decode(kind: str, payload: bytes | str, max_bytes: int = MAX_INBOUND_BYTES) 
 
 
 def _check_personal_data(kind: str, data: dict) -> None:
-    """Refuse display text that carries what looks like an ID or phone number."""
+    """Refuse display text that carries what looks like an ID or phone number, and bare-number tokens."""
+    token = data.get("applicant", {}).get("token") if kind == "case" else data.get("applicant")
+    if isinstance(token, str) and _BARE_NUMBER.fullmatch(token):
+        raise MessageError("personal_data", "the applicant token is a phone or ID-card number")
     texts: list[str] = []
     if kind == "case":
         texts += [data.get("applicant", {}).get("display", "")]

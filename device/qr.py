@@ -4,7 +4,9 @@ Token (all URL-safe, readable, no padding):
 
     1~<key id>~<center>~<case>~<window>~<staff>~<device>~<expiry unix s>~<nonce>~<tag>
 
-`tag` is the first 16 bytes of HMAC-SHA256(center key, everything before "~<tag>"), base64url.
+Ids are [A-Za-z0-9_-] (case ids also '.' and ':'), the expiry is decimal digits, the nonce 6 random
+bytes and `tag` the first 16 bytes of HMAC-SHA256(center key, everything before "~<tag>"), both base64url.
+The exact grammar is `TOKEN`; `sign` makes nothing else and `verify` accepts nothing else.
 A verifier splits on "~", looks the key up by id, recomputes the tag, compares in constant time and
 checks the expiry (docs/protocol.md, "Verifying a QR token").
 """
@@ -14,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Mapping
@@ -24,6 +27,11 @@ from qrcode.constants import ERROR_CORRECT_M
 TOKEN_VERSION = "1"
 TAG_BYTES = 16
 SEP = "~"
+_ID = r"[A-Za-z0-9_-]{1,32}"
+# The whole grammar: every token `sign` makes matches it, and `verify` refuses anything else before it
+# computes a tag (so odd input never reaches int() or hmac.compare_digest, which fails on non-ASCII str).
+TOKEN = re.compile(rf"1~[A-Za-z0-9_-]{{1,16}}~{_ID}~[A-Za-z0-9_.:-]{{1,50}}~{_ID}~{_ID}~{_ID}~[0-9]{{1,12}}"
+                   rf"~[A-Za-z0-9_-]{{8}}~[A-Za-z0-9_-]{{22}}")
 
 
 class TokenError(ValueError):
@@ -57,28 +65,26 @@ def sign(key_id: str, key: bytes, *, center: str, case: str, window: str, staff:
     expires = int((time.time() if now is None else now) + ttl_s)
     body = SEP.join([TOKEN_VERSION, key_id, center, case, window, staff, device, str(expires),
                      _b64(os.urandom(6))])
-    return f"{body}{SEP}{_tag(key, body)}"
+    if not body.isascii():
+        raise ValueError("token fields must be ASCII")
+    token = f"{body}{SEP}{_tag(key, body)}"
+    if not TOKEN.fullmatch(token):
+        raise ValueError("a token field is empty, too long or outside [A-Za-z0-9_-] (case ids also '.:')")
+    return token
 
 
 def verify(token: str, keys: Mapping[str, bytes], now: float | None = None) -> Claims:
     """Check a token; raise TokenError(malformed | unknown_key | bad_signature | expired)."""
-    parts = token.split(SEP)
-    if len(parts) != 10 or parts[0] != TOKEN_VERSION or not all(parts):
+    if not TOKEN.fullmatch(token):
         raise TokenError("malformed")
+    parts = token.split(SEP)
     body, tag = token.rsplit(SEP, 1)
     key = keys.get(parts[1])
     if key is None:
         raise TokenError("unknown_key")
-    try:
-        expected = _tag(key, body)
-    except UnicodeEncodeError:
-        raise TokenError("malformed") from None
-    if not hmac.compare_digest(expected, tag):
+    if not hmac.compare_digest(_tag(key, body), tag):
         raise TokenError("bad_signature")
-    try:
-        expires = int(parts[7])
-    except ValueError:
-        raise TokenError("malformed") from None
+    expires = int(parts[7])
     if (time.time() if now is None else now) >= expires:
         raise TokenError("expired")
     return Claims(parts[1], parts[2], parts[3], parts[4], parts[5], parts[6], expires, parts[8])

@@ -55,9 +55,7 @@ class Terminal:
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._watchers: list[Watcher] = []
         self._stop = threading.Event()
-        r = cfg.rating
-        self.state = State(settings=machine.Settings(r.case_timeout_s, r.reasons_timeout_s, r.thanks_s,
-                                                     r.staff_rating_when_idle, r.repeat_guard_s))
+        self.state = State(settings=self._settings())
         self.link = Link(cfg.mqtt, device_id, will_topic=self.topics.status,
                          will_payload=messages.encode(self._status("offline")),
                          subscriptions=list(self.topics.inbound()), on_message=self._inbound,
@@ -113,16 +111,25 @@ class Terminal:
                 self.publish_status()
 
     def handle(self, event: machine.Event) -> None:
-        """Step once and carry out the effects (core thread)."""
+        """Step once and carry out the effects (core thread).
+
+        A rating is committed before anything is rendered (the machine only reaches "thank you" after
+        `Committed`); other effects (an unrated event for the SMS follow-up) wait until the screen shows.
+        """
         before = self.state
         self.state, effects = machine.step(self.state, event, self.clock())
-        for effect in effects:
-            follow_up = self._carry_out(effect)
-            if follow_up is not None:
-                self.state, more = machine.step(self.state, follow_up, self.clock())
-                effects.extend(more)
+        later: list[machine.Effect] = []
+        while effects:
+            effect = effects.pop(0)
+            if not isinstance(effect, CommitRating):
+                later.append(effect)
+                continue
+            self.state, more = machine.step(self.state, self._commit(effect), self.clock())
+            effects.extend(more)
         if self.state is not before:
             self._notify()
+        for effect in later:
+            self._carry_out(effect)
 
     def _notify(self) -> None:
         for fn in self._watchers:
@@ -133,18 +140,19 @@ class Terminal:
 
     # ---- effects ---------------------------------------------------------------------------------
 
-    def _carry_out(self, effect) -> machine.Event | None:
-        if isinstance(effect, CommitRating):
-            d = effect.draft
-            try:
-                rec = self.outbox.add("rating", lambda rid, seq, ts: records.rating(d, self.origin, rid, seq, ts),
-                                      case_id=d.case.id if d.case else None)
-            except (OutboxError, MessageError) as e:
-                self.alarms.raise_("rating_not_stored", str(e))
-                return CommitFailed(getattr(e, "reason", "error"))
-            self.courier.new_record(rec)
-            self._check_fill()
-            return Committed(rec.id)
+    def _commit(self, effect: CommitRating) -> machine.Event:
+        d = effect.draft
+        try:
+            rec = self.outbox.add("rating", lambda rid, seq, ts: records.rating(d, self.origin, rid, seq, ts),
+                                  case_id=d.case.id if d.case else None)
+        except (OutboxError, MessageError) as e:
+            self.alarms.raise_("rating_not_stored", str(e))
+            return CommitFailed(getattr(e, "reason", "error"))
+        self.courier.new_record(rec)
+        self._check_fill()
+        return Committed(rec.id)
+
+    def _carry_out(self, effect: machine.Effect) -> None:
         if isinstance(effect, EmitUnrated):
             try:
                 rec = self.outbox.add("event", lambda rid, seq, ts: records.unrated(effect.case, self.origin,
@@ -152,10 +160,8 @@ class Terminal:
                 self.courier.new_record(rec)
             except (OutboxError, MessageError) as e:
                 self.alarms.raise_("event_not_stored", f"unrated case {effect.case.id}: {e}")
-            return None
-        if isinstance(effect, Ignored):
+        elif isinstance(effect, Ignored):
             log.info("ignored %s: %s", effect.event, effect.reason)
-        return None
 
     def _check_fill(self) -> None:
         c = self.outbox.counts()
@@ -212,12 +218,13 @@ class Terminal:
             return DutyChanged(staff, data.get("window_name", ""))
         if kind == "catalog":
             return CatalogChanged(Catalog.from_msg(data))
-        r = self.state.settings
-        over = data.get("rating", {})
-        return SettingsChanged(machine.Settings(
-            over.get("case_timeout_s", r.case_timeout_s), over.get("reasons_timeout_s", r.reasons_timeout_s),
-            over.get("thanks_s", r.thanks_s), over.get("staff_rating_when_idle", r.staff_rating_when_idle),
-            r.repeat_guard_s))
+        return SettingsChanged(self._settings(data.get("rating", {})))
+
+    def _settings(self, over: dict | None = None) -> machine.Settings:
+        """Local configuration, with the center's config message on top: a key it leaves out is local again."""
+        r, over = self.cfg.rating, over or {}
+        return machine.Settings(*(over.get(k, getattr(r, k)) for k in (
+            "case_timeout_s", "reasons_timeout_s", "thanks_s", "staff_rating_when_idle", "repeat_guard_s")))
 
     def dynamic_qr(self, case: Case) -> qr.DynamicQr:
         """The platform's rating URL when the case brought one, else our signed, expiring token."""

@@ -12,6 +12,7 @@ from paho.mqtt.properties import Properties
 
 from center.simulator import CATALOG, STAFF
 from device import config, messages
+from device.link import no_delay
 
 
 def wait_for(pred: Callable[[], object], timeout: float = 20, what: str = "condition") -> object:
@@ -45,9 +46,14 @@ class Center:
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-center-{id(self)}",
                              protocol=mqtt.MQTTv5)
         self.c.on_message = self._on_message
+        self.c.on_socket_open = no_delay
+        subscribed = threading.Event()
+        self.c.on_subscribe = lambda *_: subscribed.set()
         self.c.connect("127.0.0.1", port)
         self.c.subscribe(f"{messages.PREFIX}/#", qos=1)
         self.c.loop_start()
+        if not subscribed.wait(10):  # messages published before the SUBACK would be missed
+            raise RuntimeError("test center could not subscribe")
 
     def _on_message(self, client, userdata, msg) -> None:
         with self._lock:

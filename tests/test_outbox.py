@@ -28,12 +28,16 @@ def test_pragmas_are_wal_and_full(tmp_path):
 def test_committed_rows_survive_reopen_and_sequence_never_repeats(tmp_path):
     ob = Outbox(tmp_path / "o.db")
     recs = [add(ob) for _ in range(5)]
-    ob.delivered([recs[-1].id])
+    ob.delivered([(recs[-1].id, recs[-1].seq)])
     ob.close()
     ob = Outbox(tmp_path / "o.db")
     assert [r.id for r in ob.due(10)] == [r.id for r in recs[:4]]
     nxt = add(ob)
-    assert nxt.seq == 6 and json.loads(nxt.payload)["seq"] == 6
+    assert nxt.seq > 5 and json.loads(nxt.payload)["seq"] == nxt.seq  # strictly increasing, gaps allowed
+    ob.delivered([(r.id, r.seq) for r in ob.due(100)])
+    ob.close()
+    ob = Outbox(tmp_path / "o.db")  # an empty store still continues the sequence
+    assert add(ob).seq > nxt.seq
 
 
 def test_due_is_in_sequence_order_and_pages_with_after(tmp_path):
@@ -54,7 +58,7 @@ def test_full_outbox_refuses_and_evicts_nothing(tmp_path):
     ob.quarantine(recs[0].id, "test")
     with pytest.raises(OutboxFull):  # quarantined records count: they are kept, too
         add(ob)
-    ob.delivered([recs[1].id])
+    ob.delivered([(recs[1].id, None)])  # by id alone: a stray receipt
     add(ob)
 
 
@@ -63,7 +67,7 @@ def test_quarantine_keeps_the_record_and_requeue_offers_it_again(tmp_path):
     r = add(ob)
     assert ob.quarantine(r.id, "PUBACK 0x87 Not authorized")
     assert ob.due(10) == [] and ob.quarantined() == [(r.id, "PUBACK 0x87 Not authorized")]
-    assert ob.delivered([r.id]) == 0  # a receipt does not silently drop a quarantined record
+    assert ob.delivered([(r.id, r.seq)]) == 0  # a receipt does not silently drop a quarantined record
     assert ob.counts().quarantined == 1
     assert ob.requeue_quarantined() == 1
     assert [x.id for x in ob.due(10)] == [r.id]
