@@ -104,11 +104,12 @@ class Outbox:
             top = self._db.execute("SELECT max((SELECT v FROM meta WHERE k='seq'), "
                                    "coalesce((SELECT max(seq) FROM outbox), 0))").fetchone()[0]
             self._next_seq, self._reserved = top + 1, top
+            self._gone = self._connect(synchronous="NORMAL")
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, synchronous: str = "FULL") -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
         db.execute("PRAGMA busy_timeout=10000")
         return db
 
@@ -168,9 +169,10 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            for db in (self._db, getattr(self, "_gone", None)):
+                if db is not None:
+                    db.close()
+            self._db = self._gone = None
 
     # ---- the core thread: adding records -------------------------------------------------------
 
@@ -226,17 +228,24 @@ class Outbox:
         return [Record(*r) for r in rows]
 
     def delivered(self, keys: Iterable[tuple[str, int | None]]) -> int:
-        """Receipted: the system of record has these (id, seq if known). Only now do they leave the terminal."""
+        """Receipted: the system of record has these (id, seq if known). Only now do they leave the terminal.
+
+        Deletions go through a second connection with synchronous=NORMAL: no fsync on the receipt path.
+        A deletion lost to a power cut only means the record is offered again, and the ledger keeps
+        one row per id. Every record is still added with synchronous=FULL, and that fsync also makes any
+        earlier deletion in the write-ahead log durable.
+        """
         keys = list(keys)
         by_seq = [(seq, rid) for rid, seq in keys if seq is not None]
         by_id = [(rid,) for rid, seq in keys if seq is None]
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            before = self._db.total_changes
-            self._db.executemany(self._by_key("DELETE FROM outbox WHERE quarantined=0", 0), by_seq)
-            self._db.executemany(self._by_key("DELETE FROM outbox WHERE quarantined=0", None), by_id)
-            n = self._db.total_changes - before
-            self._db.execute("COMMIT")
+            db = self._gone
+            db.execute("BEGIN IMMEDIATE")
+            before = db.total_changes
+            db.executemany(self._by_key("DELETE FROM outbox WHERE quarantined=0", 0), by_seq)
+            db.executemany(self._by_key("DELETE FROM outbox WHERE quarantined=0", None), by_id)
+            n = db.total_changes - before
+            db.execute("COMMIT")
             self._pending -= n
         return n
 

@@ -19,10 +19,11 @@ def add(ob: Outbox, draft=DRAFT, case_id=None):
     return ob.add("rating", lambda rid, seq, ts: records.rating(draft, ORIGIN, rid, seq, ts), case_id=case_id)
 
 
-def test_pragmas_are_wal_and_full(tmp_path):
+def test_pragmas_are_wal_and_full_for_adding(tmp_path):
     ob = Outbox(tmp_path / "o.db")
     assert ob._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert ob._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    assert ob._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: every rating is fsynced
+    assert ob._gone.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL: only receipted deletions
 
 
 def test_committed_rows_survive_reopen_and_sequence_never_repeats(tmp_path):
