@@ -20,10 +20,13 @@ def main() -> int:
     broker = Broker(free_port(), workdir=str(root / "logs")).start()
     py = sys.executable
     logs = [open(root / "logs" / name, "ab") for name in ("ledger.log", "simulator.log")]
+    # The center side runs in sessions of its own: Ctrl-C reaches only the terminal, which says goodbye
+    # (retained offline status) while the broker is still up; then the rest stops in order.
     procs = [
         subprocess.Popen([py, "-m", "center.ledger", "--port", str(broker.port), "--db", str(root / "ledger.db")],
-                         stdout=logs[0], stderr=logs[0]),
-        subprocess.Popen([py, "-m", "center.simulator", "--port", str(broker.port)], stdout=logs[1], stderr=logs[1]),
+                         stdout=logs[0], stderr=logs[0], start_new_session=True),
+        subprocess.Popen([py, "-m", "center.simulator", "--port", str(broker.port)], stdout=logs[1], stderr=logs[1],
+                         start_new_session=True),
     ]
     env = {**os.environ, "HCP_MQTT_PORT": str(broker.port), "HCP_DEVICE_DATA_DIR": str(root / "terminal"),
            "HCP_DEVICE_LOG_LEVEL": os.environ.get("HCP_DEVICE_LOG_LEVEL", "WARNING"),
@@ -36,7 +39,7 @@ def main() -> int:
         term.send_signal(signal.SIGINT)
         term.wait()
     finally:
-        for p in procs:
+        for p in reversed(procs):  # simulator, then ledger
             p.send_signal(signal.SIGTERM)
         for p in procs:
             try:

@@ -54,6 +54,7 @@ class Link:
         self._on_connection = on_connection
         self._on_connected_publish = on_connected_publish
         self._attempt = 0
+        self._stopping = False
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         c.enable_logger(logging.getLogger("paho"))
         c.suppress_exceptions = True   # a bug in a handler must not kill the network thread
@@ -92,6 +93,7 @@ class Link:
                 info.wait_for_publish(timeout=2)
             except (RuntimeError, ValueError):
                 pass
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()
@@ -131,7 +133,7 @@ class Link:
         self.connected.clear()
         self._next_delay()
         if was_up:
-            log.warning("disconnected: %s", reason)
+            (log.info if self._stopping else log.warning)("disconnected: %s", reason)
         self._on_connection(False, str(reason))
 
     def _connect_failed(self, client, userdata) -> None:

@@ -40,7 +40,9 @@ class Broker:
         conf.write_text(TEMPLATE.read_text().format(port=self.port, user=getpass.getuser(), data_dir=self.dir,
                                                   extra=self.extra))
         self.log = open(self.dir / "mosquitto.log", "ab")
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=self.log, stderr=self.log)
+        # Its own session: Ctrl-C at the demo must not kill the broker before the terminal said goodbye.
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=self.log, stderr=self.log,
+                                     start_new_session=True)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
