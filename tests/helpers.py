@@ -59,10 +59,12 @@ class Center:
         with self._lock:
             self.seen.append((msg.topic, msg.payload))
 
-    def messages_on(self, leaf: str) -> list[dict]:
+    def messages_on(self, leaf_or_topic: str) -> list[dict]:
+        """Everything seen on a whole topic, or on every topic ending in this leaf."""
         import json
         with self._lock:
-            return [json.loads(p) for t, p in self.seen if t.endswith("/" + leaf) and p]
+            return [json.loads(p) for t, p in self.seen
+                    if p and (t == leaf_or_topic or t.endswith("/" + leaf_or_topic))]
 
     def publish(self, topic: str, body: dict | bytes, retain: bool = True) -> None:
         payload = body if isinstance(body, (bytes, bytearray)) else messages.encode(body)
