@@ -100,13 +100,16 @@ class Link:
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                 expiry_s: int | None = None) -> int | None:
-        """Queue one message; the mid, or None when paho refused it (not connected, queue full)."""
+        """Queue one message; its mid, or None when paho refused it.
+
+        Not being connected is no refusal: paho keeps a QoS 1 message and sends it on reconnect.
+        """
         props = None
         if expiry_s:
             props = Properties(PacketTypes.PUBLISH)
             props.MessageExpiryInterval = expiry_s
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             return None
         return info.mid
 
