@@ -25,6 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=cfg.device.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     dev = identity.device_id(cfg.device.id)
+    if cfg.hardware.profile:
+        import drivers
+        try:
+            drivers.check(cfg.hardware)  # a wrong profile is named by key before anything starts
+        except ValueError as e:
+            print(e, file=sys.stderr)
+            return 2
     if args.check_config:
         print(f"configuration ok; device id {dev}")
         return 0
@@ -33,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     from device.terminal import Terminal
 
     term = Terminal(cfg, dev)
+    hardware = None
+    if cfg.hardware.profile:
+        import drivers
+        hardware = drivers.attach(term)  # keys, LEDs, backlight, printer, small display
     view = ConsoleView(term)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -43,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     core.start()
     while not stop.is_set() and not view.quit.is_set():
         stop.wait(0.2)
+    if hardware is not None:
+        hardware.close()
     term.stop()
     return 0
 
