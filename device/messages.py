@@ -140,7 +140,9 @@ def decode(kind: str, payload: bytes | str, max_bytes: int = MAX_INBOUND_BYTES) 
         data = json.loads(payload.decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
                           parse_constant=_no_constants)
         # A lone "\udXXX" escape parses, but is not text: it could never be written back as UTF-8.
-        encode(data)
+        # Only a \u escape can make one (UTF-8 itself cannot carry surrogates).
+        if b"\\u" in payload:
+            encode(data)
     except MessageError:
         raise
     except (UnicodeError, ValueError, RecursionError) as e:
