@@ -19,6 +19,7 @@ test: $(STAMP)
 ## bench: measure, print a table, write bench/results.json
 bench: $(STAMP)
 	$(PY) -m bench.run
+	$(PY) -m bench.report
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .hypothesis
