@@ -129,9 +129,8 @@ class Ledger:
             receipts[reply].append({"id": msg["id"], "status": status})
         self.db.execute("COMMIT")  # durable first, receipts after
         for topic, items in receipts.items():
-            for i in range(0, len(items), 2000):
-                self.client.publish(topic, messages.encode({"v": 1, "type": "receipt", "items": items[i:i + 2000]}),
-                                    qos=1)
+            for chunk in receipt_chunks(items):
+                self.client.publish(topic, chunk, qos=1)
 
     def _insert_rating(self, m: dict, now: float) -> str:
         first = m.get("case") is not None and self.db.execute(
@@ -151,6 +150,27 @@ class Ledger:
                             (m["id"], m["center"], m["window"], m["device"], m["ts"], m["event"], m.get("case"),
                              m.get("staff"), m.get("applicant"), now)).rowcount
         return "stored" if n else "duplicate"
+
+
+RECEIPT_BUDGET = 12_000  # bytes: well inside the terminals' 16 KiB inbound limit
+RECEIPT_MAX_ITEMS = 250  # the schema's maxItems
+
+
+def receipt_chunks(items: list[dict]) -> list[bytes]:
+    """Encoded receipt messages, each under RECEIPT_BUDGET bytes and RECEIPT_MAX_ITEMS items."""
+    out: list[bytes] = []
+    batch: list[dict] = []
+    size = 40  # the envelope
+    for item in items:
+        n = len(messages.encode(item)) + 1
+        if batch and (size + n > RECEIPT_BUDGET or len(batch) >= RECEIPT_MAX_ITEMS):
+            out.append(messages.encode({"v": 1, "type": "receipt", "items": batch}))
+            batch, size = [], 40
+        batch.append(item)
+        size += n
+    if batch:
+        out.append(messages.encode({"v": 1, "type": "receipt", "items": batch}))
+    return out
 
 
 def query(db_path: str | Path, sql: str, params: tuple = ()) -> list[tuple]:

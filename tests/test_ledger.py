@@ -75,3 +75,21 @@ def test_a_refused_record_is_quarantined_on_the_terminal(ledger, center, make_te
     wait_for(lambda: t.outbox.counts().quarantined == 1, what="quarantined")
     assert "record_rejected" in t.alarms.active()
     assert t.outbox.quarantined()[0][1].endswith("test: refused by policy")
+
+
+def test_receipts_are_split_to_fit_the_terminals_inbound_limit():
+    from hypothesis import given, settings, strategies as st
+    from center.ledger import receipt_chunks
+
+    item = st.builds(lambda status, reason: {"id": ids.uuid7(), "status": status,
+                                             **({"reason": reason} if status == "rejected" else {})},
+                     st.sampled_from(["stored", "duplicate", "rejected"]), st.text(min_size=0, max_size=200))
+
+    @settings(max_examples=50, deadline=None)
+    @given(st.lists(item, min_size=1, max_size=3000))
+    def check(items):
+        chunks = receipt_chunks(items)
+        decoded = [messages.decode("receipt", c) for c in chunks]  # each within the 16 KiB limit and the schema
+        assert [i for d in decoded for i in d["items"]] == items
+
+    check()
