@@ -36,6 +36,7 @@ def test_offline_backlog_of_500_arrives_exactly_once(broker, ledger, center, mak
     rows = query(ledger.db_path, "SELECT id FROM ratings")
     assert len(rows) == 500 and {r[0] for r in rows} == ids
     assert query(ledger.db_path, "SELECT count(DISTINCT case_id) FROM ratings") == [(500,)]
+    assert not t.rejected, f"the terminal refused center messages: {dict(t.rejected)}"
 
 
 def test_ledger_down_means_no_receipt_and_the_terminal_offers_again(broker, ledger, center, make_terminal, tmp_path):
