@@ -14,7 +14,7 @@ from device.config import ConfigError
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rating-terminal", description=__doc__)
     ap.add_argument("--config", action="append", help="TOML file(s), in order (default: "
-                    f"{config.MAIN_FILE} then {config.BOOT_OVERRIDE})")
+                    f"{config.MAIN_FILE}, {config.ENROLMENT_FILE}, then {config.BOOT_OVERRIDE})")
     ap.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     args = ap.parse_args(argv)
     try:
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
             print(e, file=sys.stderr)
             return 2
     if args.check_config:
-        print(f"configuration ok; device id {dev}")
+        enrol = f"; enrols with center {cfg.center.id} as {cfg.enrolment.username}" if cfg.enrolment.username else ""
+        print(f"configuration ok; device id {dev}{enrol}")
         return 0
 
     from device.console import ConsoleView
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     term.start()
     view.start()
+    if term.enrolled:  # the console view shows the rating screens; say what the Unpaired screen would
+        term.watch_pairing(lambda p: print(f"[未配对 {p.state}] 配对码 {p.code or '—'} {p.qr_url} {p.detail}".rstrip()
+                                           if p else "[已配对] 窗口 " + term.cfg.center.window, flush=True))
     core = threading.Thread(target=term.run, name="core", daemon=True)
     core.start()
     while not stop.is_set() and not view.quit.is_set():

@@ -20,6 +20,7 @@ from device.model import Channel
 
 MAIN_FILE = Path("/etc/rating-terminal/terminal.toml")
 BOOT_OVERRIDE = Path("/boot/firmware/rating-terminal.toml")  # a technician edits this from any laptop
+ENROLMENT_FILE = Path("/boot/firmware/hcp-enrolment.toml")    # the center's enrolment file, copied as it is
 _ID = r"^[A-Za-z0-9_-]{1,32}$"
 
 
@@ -49,6 +50,7 @@ class MqttSection:
     port: int = opt(1883, "center broker port", min=1, max=65535)
     tls: bool = opt(False, "use TLS (then set ca_file)")
     ca_file: str = opt("", "CA certificate (PEM) of the center broker")
+    ca_pem: str = opt("", "the same CA certificate as PEM text (the center's enrolment file carries it inline)")
     cert_file: str = opt("", "client certificate (PEM), if the broker wants one")
     key_file: str = opt("", "client key (PEM)")
     username: str = opt("", "MQTT user name")
@@ -59,6 +61,17 @@ class MqttSection:
     reconnect_min_s: float = opt(1.0, "first reconnect delay (jittered)", min=0.1, max=60)
     reconnect_max_s: float = opt(60.0, "longest reconnect delay (jittered)", min=1, max=3600)
     max_inflight: int = opt(100, "QoS 1 messages awaiting PUBACK at once", min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class EnrolmentSection:
+    # From the center's enrolment file (provisioning/): empty username = no enrolment, [mqtt] is used as it is.
+    username: str = opt("", "the center-wide enrolment account; empty = this terminal is configured by hand",
+                        pattern=r"^([A-Za-z0-9_-]{1,32})?$")
+    password: str = opt("", "password of the enrolment account", secret=True)
+    console_url: str = opt("", "pairing console URL for the pairing QR code (staff scan it with a phone)",
+                           pattern=r"^(https?://\S+)?$")
+    announce_every_s: int = opt(30, "while unpaired, announce again this often", min=5, max=3600)
 
 
 @dataclass(frozen=True)
@@ -128,7 +141,7 @@ class UiSection:
     window_size: str = opt("800x480", "window size on a desktop", pattern=r"^[0-9]{3,4}x[0-9]{3,4}$")
     idle_fps: int = opt(10, "frame-rate cap while idle and untouched for idle_after_s (0 = never lower)",
                         min=0, max=60)
-    idle_after_s: int = opt(30, "seconds without activity before idle_fps applies", min=1, max=3600)
+    idle_after_s: int = opt(10, "seconds without activity before idle_fps applies", min=1, max=3600)
     touch_guard_ms: int = opt(300, "touches this soon after a screen change are ignored (double taps)",
                               min=0, max=2000)
     voice: str = opt("", "voice prompts: folder of <language>/<prompt>.wav files; empty = silent")
@@ -163,6 +176,7 @@ class Config:
     device: DeviceSection = field(default_factory=DeviceSection)
     center: CenterSection = field(default_factory=CenterSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
+    enrolment: EnrolmentSection = field(default_factory=EnrolmentSection)
     outbox: OutboxSection = field(default_factory=OutboxSection)
     rating: RatingSection = field(default_factory=RatingSection)
     qr: QrSection = field(default_factory=QrSection)
@@ -184,7 +198,7 @@ class ConfigError(Exception):
 
 def load(files: list[Path | str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Merge the layers in order; missing files are skipped, a broken one is an error."""
-    files = [MAIN_FILE, BOOT_OVERRIDE] if files is None else files
+    files = [MAIN_FILE, ENROLMENT_FILE, BOOT_OVERRIDE] if files is None else files
     env = os.environ if env is None else env
     problems: list[str] = []
     cfg = Config()

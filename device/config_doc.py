@@ -12,7 +12,8 @@ from device import config
 
 HEAD = """# Configuration reference
 
-Layers, later ones win: embedded defaults → `{main}` → `{boot}` (on the FAT boot partition, so a
+Layers, later ones win: embedded defaults → `{main}` → `{enrol}` (the center's enrolment file,
+see provisioning/README.md) → `{boot}` (on the FAT boot partition, so a
 technician can edit it from any laptop) → environment variables `HCP_<SECTION>_<KEY>`
 (e.g. `HCP_MQTT_PORT=8883`). `python -m device --check-config` validates everything and names every
 wrong key with what was expected. Secret values are never echoed in error messages.
@@ -44,7 +45,7 @@ def _limits(meta: typing.Mapping) -> str:
 
 
 def render() -> str:
-    out = [HEAD.format(main=config.MAIN_FILE, boot=config.BOOT_OVERRIDE)]
+    out = [HEAD.format(main=config.MAIN_FILE, enrol=config.ENROLMENT_FILE, boot=config.BOOT_OVERRIDE)]
     for section in fields(config.Config):
         cls = section.default_factory  # type: ignore[misc]
         out.append(f"\n## [{section.name}]\n")

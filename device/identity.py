@@ -33,3 +33,16 @@ def _read(path: Path) -> str:
         return path.read_bytes().rstrip(b"\0\n ").decode("ascii", "replace").strip()
     except OSError:
         return ""
+
+
+MODEL_FILES = (Path("/proc/device-tree/model"), Path("/sys/firmware/devicetree/base/model"))
+
+
+def model(root: Path = Path("/")) -> str:
+    """The board's model string (e.g. "Raspberry Pi Zero 2 W Rev 1.0"), else the CPU architecture."""
+    import platform
+    for f in MODEL_FILES:
+        text = _read(root / f.relative_to("/"))
+        if text:
+            return "".join(ch for ch in text if ch.isprintable())[:64]
+    return (platform.machine() or "unknown")[:64]

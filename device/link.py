@@ -43,16 +43,20 @@ def backoff(attempt: int, low: float, high: float) -> float:
 
 
 class Link:
-    def __init__(self, cfg: MqttSection, client_id: str, *, will_topic: str, will_payload: bytes,
+    def __init__(self, cfg: MqttSection, client_id: str, *, will_topic: str | None, will_payload: bytes,
                  subscriptions: list[str], on_message: MessageHandler, on_puback: PubackHandler,
-                 on_connection: ConnectionHandler, on_connected_publish: Callable[[], None] = lambda: None):
+                 on_connection: ConnectionHandler, on_connected_publish: Callable[[], None] = lambda: None,
+                 on_refused: Callable[[int], None] = lambda code: None, persistent: bool = True):
         self.cfg = cfg
         self.connected = threading.Event()
-        self._subs = subscriptions
+        self._subs = list(subscriptions)
+        self._subs_lock = threading.Lock()
         self._on_message = on_message
         self._on_puback = on_puback
         self._on_connection = on_connection
         self._on_connected_publish = on_connected_publish
+        self._on_refused = on_refused
+        self._persistent = persistent
         self._attempt = 0
         self._stopping = False
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
@@ -63,10 +67,17 @@ class Link:
         if cfg.username:
             c.username_pw_set(cfg.username, cfg.password or None)
         if cfg.tls:
-            c.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
-                      keyfile=cfg.key_file or None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        will_props = Properties(PacketTypes.WILLMESSAGE)
-        c.will_set(will_topic, will_payload, qos=1, retain=True, properties=will_props)
+            if cfg.ca_pem:  # the CA came inline (the center's enrolment file), not as a file
+                ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=cfg.ca_pem)
+                if cfg.cert_file:
+                    ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+                c.tls_set_context(ctx)
+            else:
+                c.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
+                          keyfile=cfg.key_file or None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if will_topic:
+            will_props = Properties(PacketTypes.WILLMESSAGE)
+            c.will_set(will_topic, will_payload, qos=1, retain=True, properties=will_props)
         c.on_connect = self._connected
         c.on_disconnect = self._disconnected
         c.on_connect_fail = self._connect_failed
@@ -76,13 +87,29 @@ class Link:
         c.reconnect_delay_set(backoff(0, cfg.reconnect_min_s, cfg.reconnect_max_s), cfg.reconnect_max_s)
         self.client = c
 
+    def set_credentials(self, username: str, password: str) -> None:
+        """Used from the next connection attempt on (a rotated password, an account just granted)."""
+        self.client.username_pw_set(username, password)
+
+    def set_subscriptions(self, topics: list[str]) -> None:
+        """Subscribe to what is new, unsubscribe from what is gone; kept for every reconnect."""
+        with self._subs_lock:
+            old, self._subs = self._subs, list(topics)
+        gone = [t for t in old if t not in topics]
+        new = [t for t in topics if t not in old]
+        if self.connected.is_set():
+            if gone:
+                self.client.unsubscribe(gone)
+            for topic in new:
+                self.client.subscribe(topic, qos=1)
+
     # ---- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        props.SessionExpiryInterval = self.cfg.session_expiry_s if self._persistent else 0
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
-                                  clean_start=False, properties=props)
+                                  clean_start=not self._persistent, properties=props)
         self.client.loop_start()
 
     def stop(self, final: tuple[str, bytes] | None = None) -> None:
@@ -120,12 +147,15 @@ class Link:
             log.error("broker refused the connection: %s", reason)
             self._on_connection(False, f"refused: {reason}")
             self._next_delay()
+            self._on_refused(reason.value)
             return
         self._attempt = 0
         self.client.reconnect_delay_set(backoff(0, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s),
                                         self.cfg.reconnect_max_s)
         log.info("connected to %s:%s (session present: %s)", self.cfg.host, self.cfg.port, flags.session_present)
-        for topic in self._subs:
+        with self._subs_lock:
+            subs = list(self._subs)
+        for topic in subs:
             client.subscribe(topic, qos=1)
         self.connected.set()
         self._on_connected_publish()

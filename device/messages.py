@@ -17,7 +17,8 @@ from protocol import SCHEMA_DIR, VERSION
 
 PREFIX = f"hcp/v{VERSION}"
 MAX_INBOUND_BYTES = 16 * 1024
-KINDS = ("case", "duty", "catalog", "config", "receipt", "rating", "event", "status")
+KINDS = ("case", "duty", "catalog", "config", "receipt", "rating", "event", "status",
+         "hello", "sealed", "grant", "binding")  # the last four: enrolment and pairing (docs/protocol.md §11)
 
 # Runs of six or more digits look like ID-card, phone or bank numbers: never allowed in display text.
 _DIGIT_RUN = re.compile(r"[0-9０-９]{6,}")
@@ -82,6 +83,22 @@ class Topics:
     @property
     def status(self) -> str:
         return self.device_topic("status")
+
+    @property
+    def binding(self) -> str:
+        return self.device_topic("binding")
+
+    @property
+    def credentials(self) -> str:
+        return self.device_topic("credentials")
+
+    @property
+    def hello(self) -> str:
+        return f"{PREFIX}/{self.center}/enrol/{self.device}/hello"
+
+    def answer(self, key_id: str) -> str:
+        """Where the center answers an announcement made with the key whose id is `key_id`."""
+        return f"{PREFIX}/{self.center}/enrol/{self.device}/{key_id}/answer"
 
     def inbound(self) -> dict[str, str]:
         """Topic → message kind, for everything a device subscribes to."""
@@ -172,6 +189,8 @@ def _check_personal_data(kind: str, data: dict) -> None:
         texts += [data.get("staff", {}).get("name", "")]
     elif kind == "duty" and data.get("staff"):
         texts.append(data["staff"]["name"])
+    elif kind == "binding":
+        texts += [s["name"] for s in data.get("staff", [])]
     for t in texts:
         if _DIGIT_RUN.search(t):
             raise MessageError("personal_data", "display text contains a long digit run")

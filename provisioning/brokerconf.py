@@ -1,0 +1,171 @@
+"""Generate the center broker's configuration from the center file.
+
+Writes, into one output folder:
+- `mosquitto.conf`: TLS listener, Dynamic Security, no anonymous access, persistence, queue limits for a
+  week of outage, and the MQTT v5 bridge to the city platform;
+- `dynamic-security.json`: the initial dynsec database (service accounts, the enrolment account, their
+  roles, deny-by-default), only if it does not exist yet — the broker rewrites that file itself as
+  terminals are paired, so generating again never wipes device accounts;
+- `enrolment.toml`: the center's enrolment file, copied to every new terminal's boot partition;
+- passwords of the service accounts in the secrets folder (mode 0600), made once.
+"""
+from __future__ import annotations
+
+import base64
+import glob
+import hashlib
+import json
+import math
+import os
+import secrets
+from pathlib import Path
+
+from provisioning import acl
+from provisioning.config import CenterConfig
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "center" / "broker" / "center.conf.template"
+ACCOUNTS = ("provisioning", "ledger", "centersys", "enrolment")
+HASH_ITERATIONS = 10_000  # service accounts; device passwords are 192-bit random, hashed by the broker
+
+
+def plugin_path() -> str:
+    for cand in sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")) + [
+            "/usr/lib/mosquitto_dynamic_security.so", "/usr/local/lib/mosquitto_dynamic_security.so"]:
+        if os.path.exists(cand):
+            return cand
+    raise FileNotFoundError("mosquitto_dynamic_security.so not found (Debian: package mosquitto)")
+
+
+def max_queued(cfg: CenterConfig) -> int:
+    return math.ceil(cfg.ratings_per_day * cfg.outage_days * 2 * 1.25)
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(24)  # 32 characters, [A-Za-z0-9_-]
+
+
+def write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def account_password(cfg: CenterConfig, account: str) -> str:
+    """The service account's password from the secrets folder, made the first time it is asked for."""
+    path = cfg.secret_file(account)
+    if not path.exists():
+        write_secret(path, new_password() + "\n")
+    return path.read_text().strip()
+
+
+def _hashed(password: str) -> dict:
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, HASH_ITERATIONS)
+    return {"password": base64.b64encode(digest).decode(), "salt": base64.b64encode(salt).decode(),
+            "iterations": HASH_ITERATIONS}
+
+
+def dynsec_database(cfg: CenterConfig) -> dict:
+    roles = [{"rolename": name, "acls": make(cfg.center)} for name, make in acl.SERVICE_ROLES.items()]
+    clients = [{"username": name, "textname": f"{name} ({cfg.center})", "roles": [{"rolename": name}],
+                **_hashed(account_password(cfg, name))} for name in ACCOUNTS]
+    return {"clients": clients, "groups": [], "roles": roles, "defaultACLAccess": dict(acl.DEFAULT_ACCESS)}
+
+
+def _bridge(cfg: CenterConfig) -> str:
+    b = cfg.bridge
+    if not b.get("enabled", False):
+        return "# No bridge: [bridge] enabled = false in the center file."
+    local = f"hcp/v1/{cfg.center}/"
+    lines = [
+        "# The bridge to the city platform. MQTT v5; one persistent session on both sides (cleansession and",
+        "# local_cleansession equal and false: Debian's 2.0.11 does not persist the bridge queue otherwise);",
+        "# reconnect backoff bounded by restart_timeout.",
+        f"connection {b.get('name', 'city')}",
+        f"address {b['address']}",
+        "bridge_protocol_version mqttv50",
+        "cleansession false",
+        "local_cleansession false",
+        f"remote_clientid {b.get('remote_clientid', cfg.center + '-center')}",
+        f"local_clientid {cfg.center}-bridge-{b.get('name', 'city')}",
+        f"restart_timeout {b.get('restart_timeout_min_s', 5)} {b.get('restart_timeout_max_s', 300)}",
+        f"keepalive_interval {b.get('keepalive_s', 60)}",
+        "start_type automatic",
+        "try_private false",
+        "notifications true",
+        "notifications_local_only true",
+        f"notification_topic {local}bridge/{b.get('name', 'city')}/state",
+        f"bridge_cafile {b['cafile']}",
+        "bridge_insecure false",
+    ]
+    if b.get("certfile"):
+        lines += [f"bridge_certfile {b['certfile']}", f"bridge_keyfile {b['keyfile']}"]
+    if b.get("remote_username"):
+        lines.append(f"remote_username {b['remote_username']}")
+        if b.get("remote_password_file"):
+            lines.append(f"remote_password {Path(b['remote_password_file']).read_text().strip()}")
+    for pattern in b.get("topics_out", ["device/+/rating", "device/+/event"]):
+        lines.append(f"topic {pattern} out 1 {local} {b['remote_prefix']}")
+    for pattern in b.get("topics_in", []):
+        lines.append(f"topic {pattern} in 1 {local} {b['remote_prefix']}")
+    return "\n".join(lines)
+
+
+def mosquitto_conf(cfg: CenterConfig, user: str | None = None) -> str:
+    local = (f"\n# Center services on this machine (ledger, pairing console): loopback, same accounts.\n"
+             f"listener {cfg.local_port} 127.0.0.1\nprotocol mqtt\n") if cfg.local_port else ""
+    return TEMPLATE.read_text("utf-8").format(
+        source=cfg.path, user=user or cfg.user, plugin=cfg.plugin or plugin_path(), dynsec_file=cfg.dynsec_file,
+        port=cfg.broker_port, bind=cfg.broker_bind, cafile=cfg.cafile, certfile=cfg.certfile, keyfile=cfg.keyfile,
+        local_listener=local, data_dir=cfg.data_dir, autosave=cfg.autosave_interval_s,
+        session_expiry=f"{cfg.session_expiry_days}d", ratings_per_day=cfg.ratings_per_day,
+        outage_days=cfg.outage_days, max_queued=max_queued(cfg), log_dest=cfg.log_dest, bridge=_bridge(cfg))
+
+
+def enrolment_file(cfg: CenterConfig) -> str:
+    """The file a technician copies to a new terminal's boot partition (`hcp-enrolment.toml`)."""
+    pem = cfg.cafile.read_text().strip()
+    url = cfg.console.get("url", "")
+    return (f"# The enrolment file of center {cfg.center}: copy it as /boot/firmware/hcp-enrolment.toml.\n"
+            "# It lets a terminal announce itself and nothing else; pairing happens in the console.\n"
+            f"[center]\nid = \"{cfg.center}\"\n\n"
+            f"[mqtt]\nhost = \"{cfg.broker_host}\"\nport = {cfg.broker_port}\ntls = true\n"
+            f"ca_pem = \"\"\"\n{pem}\n\"\"\"\n\n"
+            f"[enrolment]\nusername = \"enrolment\"\npassword = \"{account_password(cfg, 'enrolment')}\"\n"
+            + (f"console_url = \"{url}\"\n" if url else ""))
+
+
+def generate(cfg: CenterConfig, out: Path, user: str | None = None) -> list[Path]:
+    """Write the broker configuration and friends into `out`; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    conf = out / "mosquitto.conf"
+    write_secret(conf, mosquitto_conf(cfg, user))  # may hold the bridge's remote password: 0600
+    written.append(conf)
+    if not cfg.dynsec_file.exists():
+        cfg.dynsec_file.parent.mkdir(parents=True, exist_ok=True)
+        write_secret(cfg.dynsec_file, json.dumps(dynsec_database(cfg), indent=1))
+        written.append(cfg.dynsec_file)
+    enrol = out / "enrolment.toml"
+    write_secret(enrol, enrolment_file(cfg))
+    written.append(enrol)
+    _hand_to(user or cfg.user, [conf, cfg.dynsec_file, cfg.data_dir])
+    return written
+
+
+def _hand_to(user: str, paths: list[Path]) -> None:
+    """Mosquitto drops privileges to `user`: a root-owned 0600 file would be unreadable to it."""
+    import pwd
+    import shutil
+    if os.geteuid() != 0 or user == "root":
+        return
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return  # no such user here (generating on another machine): see README, step "install"
+    for p in paths:
+        if p.exists():
+            shutil.chown(p, user, None)
