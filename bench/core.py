@@ -30,6 +30,7 @@ from device.link import no_delay
 from device.machine import CaseOpened, LevelPressed, Phase
 from device.model import Case, Channel, Level, Staff
 from device.terminal import Terminal
+from tests import helpers
 from tests.helpers import Center, terminal_config, wait_for
 
 STAFF = Staff("S0101", "王芳", "0101")
@@ -48,10 +49,8 @@ def case(i: int, prefix: str = "B") -> Case:
 
 
 def start_terminal(port: int, data: Path, name: str, **env: str) -> Terminal:
-    t = Terminal(terminal_config(port, data, HCP_DEVICE_ID=name, HCP_DEVICE_LOG_LEVEL="ERROR", **env), name)
-    t.start()
-    threading.Thread(target=t.run, daemon=True).start()
-    return t
+    return helpers.start_terminal(terminal_config(port, data, HCP_DEVICE_ID=name, HCP_DEVICE_LOG_LEVEL="ERROR",
+                                                  **env), name)
 
 
 # ---- baselines --------------------------------------------------------------------------------

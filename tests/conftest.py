@@ -2,14 +2,11 @@
 in-process terminals with their own SQLite outbox."""
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from center.broker import Broker
 from center.ledger import Ledger
-from device.terminal import Terminal
-from tests.helpers import Center, terminal_config, wait_for
+from tests.helpers import Center, terminal_config, terminals, wait_for
 
 
 @pytest.fixture
@@ -37,19 +34,9 @@ def center(broker):
 @pytest.fixture
 def make_terminal(broker, tmp_path):
     """`make_terminal(name="t1", **HCP_env)` → a started Terminal with its core thread running."""
-    started: list[Terminal] = []
-
-    def make(name: str = "t1", port: int | None = None, **env: str) -> Terminal:
-        cfg = terminal_config(port or broker.port, tmp_path / name, HCP_DEVICE_ID=name, **env)
-        term = Terminal(cfg, name)
-        term.start()
-        threading.Thread(target=term.run, name=f"core-{name}", daemon=True).start()
-        started.append(term)
-        return term
-
-    yield make
-    for t in started:
-        t.stop()
+    with terminals() as start:
+        yield lambda name="t1", port=None, **env: start(
+            terminal_config(port or broker.port, tmp_path / name, HCP_DEVICE_ID=name, **env), name)
 
 
 __all__ = ["wait_for"]

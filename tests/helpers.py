@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 import paho.mqtt.client as mqtt
@@ -25,6 +26,31 @@ def wait_for(pred: Callable[[], object], timeout: float = 20, what: str = "condi
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def start_terminal(cfg: config.Config, name: str):
+    """A Terminal with its network, courier and core threads running."""
+    from device.terminal import Terminal
+    term = Terminal(cfg, name)
+    term.start()
+    threading.Thread(target=term.run, name=f"core-{name}", daemon=True).start()
+    return term
+
+
+@contextmanager
+def terminals():
+    """`with terminals() as start:` — `start(cfg, name)` starts one; all are stopped at the end."""
+    started = []
+
+    def start(cfg: config.Config, name: str):
+        started.append(start_terminal(cfg, name))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for t in started:
+            t.stop()
 
 
 def terminal_config(port: int, data_dir, **env: str) -> config.Config:

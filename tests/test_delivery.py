@@ -60,14 +60,10 @@ def test_broker_refusal_quarantines_with_an_alarm_and_loses_nothing(tmp_path, ce
     (tmp_path / "b").mkdir()
     with Broker(extra=f"acl_file {acl}", workdir=str(tmp_path / "b")) as b:
         from center.ledger import Ledger
-        from device.terminal import Terminal
-        from tests.helpers import Center, terminal_config
-        import threading
+        from tests.helpers import Center, start_terminal, terminal_config
         led = Ledger(tmp_path / "l.db", port=b.port).start()
         center = Center(b.port)
-        t = Terminal(terminal_config(b.port, tmp_path / "t", HCP_DEVICE_ID="refused"), "refused")
-        t.start()
-        threading.Thread(target=t.run, daemon=True).start()
+        t = start_terminal(terminal_config(b.port, tmp_path / "t", HCP_DEVICE_ID="refused"), "refused")
         try:
             wait_for(lambda: t.online, what="online")
             rate_cases(t, 3, "ACL")

@@ -14,8 +14,7 @@ from gpiozero.pins.mock import MockFactory
 from device.machine import Phase, State
 from device.model import Case, Catalog, Reason, Staff
 from device.qr import DynamicQr, matrix
-from device.terminal import Terminal
-from tests.helpers import terminal_config
+from tests.helpers import terminal_config, terminals
 
 URL = "https://hcp.example.gov.cn/r?t=1~demo~C1~SH0001~W01~S0101~t1~1790000000~AbCdEfGh~0123456789abcdefABCDEF"
 STAFF = Staff("S0101", "王芳", "0101")
@@ -168,20 +167,10 @@ def free_port() -> int:
 @pytest.fixture
 def offline_terminal(tmp_path):
     """`offline_terminal(**HCP_env)` → a started Terminal whose broker is not there (offline, as at night)."""
-    started: list[Terminal] = []
-
-    def make(name: str = "t1", **env: str) -> Terminal:
-        cfg = terminal_config(free_port(), tmp_path / name, HCP_DEVICE_ID=name,
-                              HCP_MQTT_RECONNECT_MIN_S="5", HCP_MQTT_RECONNECT_MAX_S="10", **env)
-        term = Terminal(cfg, name)
-        term.start()
-        threading.Thread(target=term.run, name=f"core-{name}", daemon=True).start()
-        started.append(term)
-        return term
-
-    yield make
-    for t in started:
-        t.stop()
+    with terminals() as start:
+        yield lambda name="t1", **env: start(terminal_config(
+            free_port(), tmp_path / name, HCP_DEVICE_ID=name, HCP_MQTT_RECONNECT_MIN_S="5",
+            HCP_MQTT_RECONNECT_MAX_S="10", **env), name)
 
 
 def local(h: int, m: int = 0, weekday: int = 0) -> datetime:

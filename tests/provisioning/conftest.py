@@ -2,7 +2,6 @@
 center file, the pairing service, a ledger with its own account, and terminals that enrol."""
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from provisioning import brokerconf
 from provisioning import config as center_config
 from provisioning.registry import Registry
 from provisioning.service import Provisioner
-from tests.helpers import terminal_config, wait_for
+from tests.helpers import terminal_config, terminals, wait_for
 from tests.provisioning.helpers import CENTER, Client, Mosquitto, center_broker, make_pki, write_center_file
 
 
@@ -84,23 +83,16 @@ def center_ledger(site, tmp_path):
 @pytest.fixture
 def enrol(site, tmp_path):
     """`enrol("t1")` → a started Terminal with only the enrolment file's settings (and its core thread)."""
-    started: list[Terminal] = []
+    def settings(name: str, env: dict) -> dict:
+        return {**dict(HCP_DEVICE_ID=name, HCP_CENTER_ID=CENTER, HCP_MQTT_TLS="true",
+                       HCP_MQTT_CA_PEM=site.pki["ca"].cert.read_text(), HCP_ENROLMENT_USERNAME="enrolment",
+                       HCP_ENROLMENT_PASSWORD=site.password("enrolment"),
+                       HCP_ENROLMENT_CONSOLE_URL="http://127.0.0.1/pair", HCP_ENROLMENT_ANNOUNCE_EVERY_S="5"),
+                **env}
 
-    def make(name: str = "t1", **env: str) -> Terminal:
-        settings = dict(HCP_DEVICE_ID=name, HCP_CENTER_ID=CENTER, HCP_MQTT_TLS="true",
-                        HCP_MQTT_CA_PEM=site.pki["ca"].cert.read_text(), HCP_ENROLMENT_USERNAME="enrolment",
-                        HCP_ENROLMENT_PASSWORD=site.password("enrolment"),
-                        HCP_ENROLMENT_CONSOLE_URL="http://127.0.0.1/pair", HCP_ENROLMENT_ANNOUNCE_EVERY_S="5")
-        cfg = terminal_config(site.tls_port, tmp_path / "terminals" / name, **{**settings, **env})
-        term = Terminal(cfg, name)
-        term.start()
-        threading.Thread(target=term.run, name=f"core-{name}", daemon=True).start()
-        started.append(term)
-        return term
-
-    yield make
-    for t in started:
-        t.stop()
+    with terminals() as start:
+        yield lambda name="t1", **env: start(
+            terminal_config(site.tls_port, tmp_path / "terminals" / name, **settings(name, env)), name)
 
 
 STAFF_USER, STAFF_PASSWORD = "wangfang", "correct horse battery"
