@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,6 +23,7 @@ from device.outbox import Outbox, Record
 
 log = logging.getLogger(__name__)
 RECENT_RECEIPTS = 20_000
+BACKLOG_READ = 500  # records read from the outbox at a time while draining a backlog
 
 
 @dataclass
@@ -37,9 +38,11 @@ class Flight:
 
 class Courier:
     def __init__(self, outbox: Outbox, cfg: OutboxSection, *, publish: Callable[[Record], int | None],
-                 on_alarm: Callable[[str, str], None], clock: Callable[[], float] = time.monotonic):
+                 on_alarm: Callable[[str, str], None], clock: Callable[[], float] = time.monotonic,
+                 max_unacked: int = 100):
         self.outbox = outbox
         self.cfg = cfg
+        self.max_unacked = max_unacked
         self._publish = publish
         self._alarm = on_alarm
         self._clock = clock
@@ -49,7 +52,8 @@ class Courier:
         self._fresh: list[Record] = []
         self._recent: OrderedDict[str, None] = OrderedDict()  # ids receipted lately
         self._timers: list[tuple[float, int, str]] = []        # heap of (next offer, seq, id)
-        self._cursor = 0          # highest sequence offered from the backlog scan
+        self._cursor = 0          # highest sequence read from the outbox by the backlog scan
+        self._backlog: deque[Record] = deque()  # read ahead, not yet offered
         self._online = False
         self._thread = threading.Thread(target=self._run, name="courier", daemon=True)
         self.delivered_count = 0  # records receipted since start (for status and benchmarks)
@@ -127,6 +131,7 @@ class Courier:
         elif kind == "requeue":
             n = self.outbox.requeue_quarantined()
             self._cursor = 0
+            self._backlog.clear()
             log.info("requeued %d quarantined records", n)
 
     def _on_puback(self, mid: int, code: int, name: str) -> None:
@@ -164,26 +169,32 @@ class Courier:
             self.delivered_count += self.outbox.delivered(done)
 
     def _offer(self) -> None:
+        """Hand records to paho: due re-offers, then today's ratings, then the backlog in order.
+
+        Besides the window of records awaiting receipts, at most `max_unacked` may await their PUBACK:
+        paho scans everything it holds on every PUBACK, so feeding it more only costs CPU.
+        """
         now = self._clock()
-        fresh, self._fresh = self._fresh, []
-        for rec in fresh:                                    # today's ratings first
-            if rec.id not in self._flights:
-                self._send(Flight(rec), now)
-        while self._timers and self._timers[0][0] <= now:    # then re-offers that are due
+        while self._timers and self._timers[0][0] <= now:    # re-offers that are due (rare; never held back)
             when, _, rid = heapq.heappop(self._timers)
             f = self._flights.get(rid)
             if f is not None and f.next_offer == when:       # else receipted, or rescheduled since
                 self._send(f, now)
-        room = self.cfg.window - len(self._flights)          # then the backlog, in order
-        while room > 0:
-            batch = self.outbox.due(min(room, 500), after=self._cursor)
-            if not batch:
-                break
-            for rec in batch:
-                self._cursor = max(self._cursor, rec.seq)
-                if rec.id not in self._flights:
-                    self._send(Flight(rec), now)
-                    room -= 1
+        while self._fresh and len(self._mids) < self.max_unacked:  # today's ratings before the backlog
+            rec = self._fresh.pop(0)
+            if rec.id not in self._flights:
+                self._send(Flight(rec), now)
+        room = min(self.cfg.window - len(self._flights), self.max_unacked - len(self._mids))
+        while room > 0 and not self._fresh:                  # then the backlog, in order
+            if not self._backlog:
+                self._backlog.extend(self.outbox.due(BACKLOG_READ, after=self._cursor))
+                if not self._backlog:
+                    break
+                self._cursor = self._backlog[-1].seq
+            rec = self._backlog.popleft()
+            if rec.id not in self._flights and rec.id not in self._recent:  # not already sent, or receipted
+                self._send(Flight(rec), now)
+                room -= 1
 
     def _send(self, f: Flight, now: float) -> None:
         mid = self._publish(f.record)

@@ -101,7 +101,8 @@ class Terminal:
         self._stop = threading.Event()
         self.state = State(settings=self._settings())
         self.link = self._make_link()
-        self.courier = Courier(self.outbox, cfg.outbox, publish=self._publish_record, on_alarm=self.alarms.raise_)
+        self.courier = Courier(self.outbox, cfg.outbox, publish=self._publish_record, on_alarm=self.alarms.raise_,
+                               max_unacked=cfg.mqtt.max_inflight)
         self._load_retained()
         self._pairing = self._current_pairing()
 
