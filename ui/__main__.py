@@ -1,0 +1,143 @@
+"""`python -m ui`: the rating terminal with its Kivy kiosk UI.
+
+Picks the display by itself: a window on an X11/Wayland desktop, full screen on KMSDRM (a Pi with
+no desktop), the console view when there is no display at all or with `--headless`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from device import config, identity
+from device.config import ConfigError
+
+START = time.monotonic()
+log = logging.getLogger("ui")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m ui", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", action="append", help="TOML file(s), in order (default: the same files "
+                    "as python -m device)")
+    ap.add_argument("--headless", action="store_true", help="no window: the console view")
+    ap.add_argument("--display", choices=("auto", "kmsdrm", "desktop", "offscreen"), default="auto",
+                    help="where to draw (default: auto-detect)")
+    ap.add_argument("--pairing-code", default="", help="show the unpaired screen with this code "
+                    "(provisioning sets this; for demos and screenshots)")
+    ap.add_argument("--pairing-url", default="", help="the pairing QR code's URL")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if cfg.ui.rotation not in (0, 90, 180, 270):
+        print(f"invalid configuration:\n  ui.rotation: expected 0, 90, 180 or 270, got {cfg.ui.rotation}",
+              file=sys.stderr)
+        return 2
+    from ui import env
+    kind = None if args.headless else (env.display_kind() if args.display == "auto" else args.display)
+    if kind is None:
+        print("ui: no display found: running the console view (use --display to force one)", file=sys.stderr)
+        return _console(args)
+    if kind == "offscreen":
+        env.prepare_offscreen(*_size(cfg.ui.window_size))
+    elif kind in ("x11", "wayland", "desktop"):
+        env.prepare_desktop(*_size(cfg.ui.window_size), fullscreen=cfg.ui.fullscreen == "yes",
+                            rotation=cfg.ui.rotation)
+    else:
+        env.prepare_kiosk(rotation=cfg.ui.rotation)
+    if importlib.util.find_spec("kivy") is None:
+        print("ui: Kivy is not installed (pip install -e '.[ui]'): running the console view", file=sys.stderr)
+        return _console(args)
+    logging.basicConfig(level=cfg.device.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if cfg.hardware.profile:
+        import drivers
+        try:
+            drivers.check(cfg.hardware)  # a wrong profile is named by key before anything starts
+        except ValueError as e:
+            print(e, file=sys.stderr)
+            return 2
+    from ui.present import PairingInfo
+    pairing = PairingInfo(args.pairing_code, args.pairing_url) if args.pairing_code else None
+    return run_kiosk(cfg, identity.device_id(cfg.device.id), pairing=pairing)
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, h = text.split("x")
+    return int(w), int(h)
+
+
+def _console(args: argparse.Namespace) -> int:
+    from device.__main__ import main as console_main
+    return console_main(sum((["--config", c] for c in args.config or []), []))
+
+
+def hardware_hooks(hardware) -> "MaintenanceHooks":
+    """The maintenance screen's "test keys" and "print test page", served by the drivers."""
+    from drivers.selftest import maintenance_hooks
+    from ui.hooks import MaintenanceHooks
+
+    hooks = MaintenanceHooks()
+    for action, fn in maintenance_hooks(hardware, say=lambda text: log.info("self-test: %s", text),
+                                        on_report=lambda report: log.info("self-test report: %s", report),
+                                        on_print=lambda result: log.info("test page: %s", result)).items():
+        hooks.register(action, fn)
+    return hooks
+
+
+def run_kiosk(cfg: config.Config, device_id: str, pairing=None, hooks=None) -> int:
+    """Start the terminal core, run the Kivy app until it stops, stop the core."""
+    from kivy.clock import Clock
+
+    from device.terminal import Terminal
+    from ui.app import KioskApp
+    from ui.audio import make_voice
+
+    term = Terminal(cfg, device_id)
+    hardware = None
+    if cfg.hardware.profile:
+        import drivers
+        hardware = drivers.attach(term)  # rating keys, lights, backlight, printer (the same as python -m device)
+        if hooks is None:
+            hooks = hardware_hooks(hardware)
+    term.start()
+    core = threading.Thread(target=term.run, name="core", daemon=True)
+    core.start()
+    voice = make_voice(cfg.ui.voice, cfg.ui.language, cfg.ui.voice_player)
+    app = KioskApp(term, core, pairing=pairing, hooks=hooks, voice=voice, started_at=START)
+    if pairing is None and hasattr(term, "watch_pairing"):  # the core's enrolment drives the unpaired screen
+        from ui.present import PairingInfo
+        term.watch_pairing(lambda p: app.kiosk.set_pairing(PairingInfo.of(p)))
+
+    def stop(*_):
+        Clock.schedule_once(lambda dt: app.stop(), 0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        app.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if hardware is not None:
+            hardware.close()
+        term.stop()
+    log.info("kiosk stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("KIVY_NO_ARGS", "1")
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""From core state to what the screen shows: pure functions, no Kivy, no decisions of the business.
+
+The state machine (`device.machine`) decides; this module only picks the screen for a state and
+prepares texts, so widgets stay dumb and the rules can be tested without a window.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterable, Sequence
+
+from device import __version__
+from device.machine import Phase, State
+from device.model import Reason, Staff
+from ui.i18n import SEP, Translator
+
+
+@dataclass(frozen=True)
+class PairingInfo:
+    """Set while the terminal is not rating at a window (filled by provisioning); None = paired.
+
+    `state` is `code` while a pairing code is shown; other states (`connecting`, `refused`, `retired`,
+    `unpaired`, `revoked`) show a sentence instead of the code.
+    """
+
+    code: str
+    qr_url: str = ""
+    state: str = "code"
+
+    @classmethod
+    def of(cls, pairing) -> "PairingInfo | None":
+        """From the core's pairing object (anything with `state`, `code`, `qr_url`), or None."""
+        if pairing is None:
+            return None
+        return cls(getattr(pairing, "code", "") or "", getattr(pairing, "qr_url", "") or "",
+                   getattr(pairing, "state", "code") or "code")
+
+
+PAIRING_STATES = {"connecting": "unpaired.connecting", "refused": "unpaired.stopped", "revoked": "unpaired.stopped",
+                  "retired": "unpaired.retired", "unpaired": "unpaired.ask"}
+
+
+@dataclass(frozen=True)
+class Status:
+    """The quiet indicator's inputs, read from the terminal (cheap; polled every few seconds)."""
+
+    online: bool
+    pending: int
+    quarantined: int
+    capacity: int
+    alarms: tuple[str, ...] = ()
+    last_error: str = ""
+
+    @classmethod
+    def of(cls, terminal) -> "Status":
+        c = terminal.outbox.counts()
+        return cls(bool(terminal.online), c.pending, c.quarantined, c.capacity,
+                   tuple(sorted(terminal.alarms.active())), terminal.alarms.last_error)
+
+
+class Screen(str, Enum):
+    UNPAIRED = "unpaired"
+    IDLE = "idle"
+    CASE = "case"
+    REASONS = "reasons"
+    THANKS = "thanks"
+    RATED_ELSEWHERE = "rated_elsewhere"
+    UNAVAILABLE = "unavailable"
+    PIN = "pin"
+    MAINTENANCE = "maintenance"
+    FALLBACK = "fallback"
+
+
+_BY_PHASE = {Phase.IDLE: Screen.IDLE, Phase.CASE: Screen.CASE, Phase.REASONS: Screen.REASONS,
+             Phase.THANKS: Screen.THANKS, Phase.RATED_ELSEWHERE: Screen.RATED_ELSEWHERE,
+             Phase.UNAVAILABLE: Screen.UNAVAILABLE}
+GESTURE_SCREENS = (Screen.IDLE, Screen.UNPAIRED)  # where the hidden maintenance gesture works
+
+
+def screen_for(state: State, pairing: PairingInfo | None, maintenance: Screen | None = None,
+               previous: Screen | None = None) -> Screen:
+    """Which screen shows `state`. Maintenance (PIN or panel) overlays everything while open.
+
+    COMMITTING lasts a few milliseconds (the core commits before it tells the views): the screen
+    the citizen pressed on stays, its buttons disabled.
+    """
+    if maintenance is not None:
+        return maintenance
+    if pairing is not None:
+        return Screen.UNPAIRED
+    if state.phase == Phase.COMMITTING:
+        return previous if previous in (Screen.CASE, Screen.REASONS, Screen.IDLE) else Screen.IDLE
+    return _BY_PHASE.get(state.phase, Screen.IDLE)
+
+
+def accepts_input(state: State) -> bool:
+    return state.phase != Phase.COMMITTING
+
+
+def staff_rating_offered(state: State) -> bool:
+    """The idle screen shows level buttons when the core would take them as a staff rating."""
+    return state.phase == Phase.IDLE and state.settings.staff_rating_when_idle and state.staff is not None
+
+
+def staff_line(t: Translator, staff: Staff) -> str:
+    return t("case.staff", name=staff.name, number=staff.number) if staff.number else \
+        t("case.staff_plain", name=staff.name)
+
+
+def window_title(t: Translator, state: State, window_id: str) -> str:
+    return state.window_name or t("window.default", window=window_id)
+
+
+def status_text(t: Translator, s: Status) -> str:
+    parts = [t("status.online") if s.online else t("status.offline")]
+    if s.pending:
+        parts.append(t("status.pending", n=s.pending))
+    if s.quarantined:
+        parts.append(t("status.quarantined", n=s.quarantined))
+    return SEP.join(parts)
+
+
+def staff_qr_url(template: str, staff: Staff | None) -> str:
+    """The per-staff static QR (人员评价), "one person, one code"; empty when not configured."""
+    if not template or staff is None:
+        return ""
+    return template.replace("{staff}", staff.id)
+
+
+def pages(reasons: Sequence[Reason], per_page: int) -> list[tuple[Reason, ...]]:
+    per_page = max(1, per_page)
+    return [tuple(reasons[i:i + per_page]) for i in range(0, len(reasons), per_page)] or [()]
+
+
+def maintenance_rows(t: Translator, *, device_id: str, window: str, host: str, port: int, status: Status,
+                     network: Iterable[str], ui_errors: int) -> list[tuple[str, str]]:
+    """(label, value) lines of the maintenance panel."""
+    broker = t("maint.connected" if status.online else "maint.disconnected", host=host, port=port)
+    return [
+        (t("maint.device"), device_id),
+        (t("maint.firmware"), __version__),
+        (t("maint.window"), window),
+        (t("maint.broker"), broker),
+        (t("maint.outbox"), t("maint.outbox_value", pending=status.pending, capacity=status.capacity)),
+        (t("maint.quarantine"), str(status.quarantined)),
+        (t("maint.alarms"), ", ".join(status.alarms) or t("maint.none")),
+        (t("maint.last_error"), status.last_error or t("maint.none")),
+        (t("maint.network"), "; ".join(network) or t("maint.none")),
+        (t("maint.ui_errors"), str(ui_errors)),
+    ]
