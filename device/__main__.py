@@ -11,6 +11,24 @@ from device import config, identity
 from device.config import ConfigError
 
 
+def setup_logging(cfg: config.Config) -> None:
+    logging.basicConfig(level=cfg.device.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def hardware_ok(cfg: config.Config) -> bool:
+    """A wrong hardware profile is named by key before anything starts (also for `python -m ui`)."""
+    if not cfg.hardware.profile:
+        return True
+    import drivers
+    try:
+        drivers.check(cfg.hardware)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rating-terminal", description=__doc__)
     ap.add_argument("--config", action="append", help="TOML file(s), in order (default: "
@@ -22,16 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg.device.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(cfg)
     dev = identity.device_id(cfg.device.id)
-    if cfg.hardware.profile:
-        import drivers
-        try:
-            drivers.check(cfg.hardware)  # a wrong profile is named by key before anything starts
-        except ValueError as e:
-            print(e, file=sys.stderr)
-            return 2
+    if not hardware_ok(cfg):
+        return 2
     if args.check_config:
         enrol = f"; enrols with center {cfg.center.id} as {cfg.enrolment.username}" if cfg.enrolment.username else ""
         print(f"configuration ok; device id {dev}{enrol}")

@@ -282,7 +282,7 @@ def mutated(draw, message: dict) -> Any:
         elif op == "add" and isinstance(node, dict):
             node[draw(st.one_of(st.sampled_from(FIELD_NAMES), any_text))] = draw(near_values)
         elif op == "add" and isinstance(node, list):
-            node.append(copy.deepcopy(draw(st.sampled_from(node))) if node and draw(st.booleans())
+            node.append(copy.deepcopy(draw(st.sampled_from(list(node)))) if node and draw(st.booleans())
                         else draw(near_values))
         elif isinstance(node, str):
             i = draw(st.integers(0, len(node)))

@@ -15,6 +15,7 @@ import threading
 import time
 
 from device import config, identity
+from device.__main__ import hardware_ok, setup_logging
 from device.config import ConfigError
 
 START = time.monotonic()
@@ -61,15 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("kivy") is None:
         print("ui: Kivy is not installed (pip install -e '.[ui]'): running the console view", file=sys.stderr)
         return _console(args)
-    logging.basicConfig(level=cfg.device.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if cfg.hardware.profile:
-        import drivers
-        try:
-            drivers.check(cfg.hardware)  # a wrong profile is named by key before anything starts
-        except ValueError as e:
-            print(e, file=sys.stderr)
-            return 2
+    setup_logging(cfg)
+    if not hardware_ok(cfg):
+        return 2
     from ui.present import PairingInfo
     pairing = PairingInfo(args.pairing_code, args.pairing_url) if args.pairing_code else None
     return run_kiosk(cfg, identity.device_id(cfg.device.id), pairing=pairing)

@@ -145,8 +145,11 @@ def test_rotation_takes_effect_once_the_terminal_holds_the_new_password(site, en
     old_password = json.loads((t.data_dir / "credentials.json").read_text())["password"]
     assert site.prov.rotate("rot1", "tester") == 2
     wait_for(lambda: site.reg.device("rot1").cred == 2, 30, "rotation confirmed and set at the broker")
-    wait_for(lambda: t.online and json.loads((t.data_dir / "credentials.json").read_text())["cred"] == 2, 30,
-             "terminal back online with the new password")
+    def settled() -> bool:  # online with generation 2, and the old password forgotten (set just after connecting)
+        c = json.loads((t.data_dir / "credentials.json").read_text())
+        return t.online and c["cred"] == 2 and not c["next_password"]
+
+    wait_for(settled, 30, "terminal back online with the new password, the old one dropped")
     creds = json.loads((t.data_dir / "credentials.json").read_text())
     assert creds["password"] != old_password and not creds["next_password"]
     c = site.client("rot1", old_password, client_id=creds["client_id"])

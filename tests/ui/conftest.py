@@ -81,7 +81,7 @@ class Driver:
 
     def labels(self, root=None) -> list[Label]:
         root = root or self.widget
-        return [w for w in root.walk() if isinstance(w, Label) and w.opacity > 0 and _visible(w)]
+        return [w for w in root.walk() if isinstance(w, Label) and w.opacity > 0 and visible(w)]
 
     def texts(self) -> str:
         return "\n".join(w.text for w in self.labels() if w.text)
@@ -106,7 +106,8 @@ class Driver:
         return path
 
 
-def _visible(w) -> bool:
+def visible(w) -> bool:
+    """Shown on screen: neither the widget nor any parent is fully transparent."""
     p = w
     while p is not None and p is not Window:
         if getattr(p, "opacity", 1) == 0:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from device.machine import Phase
 from device.model import Level
+from tests.ui.conftest import visible as shown
 from tests.ui.test_kiosk import RATING_URL, level_button, open_case, ready
 from ui.present import PairingInfo, Screen
 from ui.theme import MIN_CONTRAST, MIN_TARGET_MM, MIN_TEXT_MM, PANELS, contrast, hex_rgb
@@ -40,15 +41,6 @@ def needed_size(label) -> tuple[float, float]:
                text_size=(width, None), halign=label.halign)
     core.refresh()
     return core.content_width, core.content_height
-
-
-def shown(w) -> bool:
-    p = w
-    while p is not None and p is not Window:
-        if getattr(p, "opacity", 1) == 0:
-            return False
-        p = p.parent
-    return True
 
 
 def check_screen(d, name: str) -> list[str]:
