@@ -26,9 +26,10 @@ ROWS = [
     ("headless_rss_mb", "", "≤ 60 MB", lambda r: r["headless_rss_mb"] <= 60, "MB"),
     ("touch_to_thanks_p99_ms", "", "≤ 50 ms", lambda r: r["touch_to_thanks_p99_ms"] <= 50, "ms"),
     ("case_to_qr_visible_p99_ms", "", "≤ 100 ms", lambda r: r["case_to_qr_visible_p99_ms"] <= 100, "ms"),
-    ("idle_cpu_percent", "", "≤ 2 %", lambda r: r["idle_cpu_percent"] <= 2, "%"),
-    ("ui_rss_mb", "", "", None, "MB"),
-    ("start_to_interactive_s", "", "≤ 3 s", lambda r: r["start_to_interactive_s"] <= 3, "s"),
+    ("idle_cpu_percent", "baseline_bare_kivy_idle_cpu_percent", "≤ 2 %", lambda r: r["idle_cpu_percent"] <= 2, "%"),
+    ("ui_rss_mb", "baseline_bare_kivy_rss_mb", "", None, "MB"),
+    ("start_to_interactive_s", "baseline_bare_kivy_start_s", "≤ 3 s", lambda r: r["start_to_interactive_s"] <= 3,
+     "s"),
     ("key_to_durable_p99_ms", "sqlite_commit_p99_ms", "≤ 10 ms", lambda r: r["key_to_durable_p99_ms"] <= 10, "ms"),
     ("slip_render_ms", "", "≤ 50 ms", lambda r: r["slip_render_ms"] <= 50, "ms"),
 ]
@@ -46,10 +47,19 @@ NOTES = """
 - `drain_ratings_per_s` is end to end: 10,000 ratings already committed in a terminal's outbox,
   published, stored and committed by the center ledger (another process), receipted, and deleted
   from the outbox. The raw paho loop does none of the storing, validating or receipting.
+- The UI figures are measured on Mesa's software renderer (llvmpipe) under SDL offscreen; their
+  baselines are a bare Kivy app (one label) measured the same way. A Pi renders with its GPU (V3D).
 - `bytes_written_per_rating` is what the terminal process wrote to disk (`/proc/self/io`) per rating
   while ratings were taken and receipted, WAL checkpoints included.
 - Tests never fail on these numbers; this page reports them.
 """
+
+
+def _unit(name: str) -> str:
+    for suffix, unit in (("per_s", "/s"), ("_ms", "ms"), ("_mb", "MB"), ("_percent", "%"), ("_s", "s")):
+        if name.endswith(suffix):
+            return unit
+    return ""
 
 
 def fmt(value: float, unit: str) -> str:
@@ -66,7 +76,7 @@ def render(r: dict) -> str:
     for name, base, target, check, unit in ROWS:
         if name not in r:
             continue
-        b = f"{base} = {fmt(r[base], '/s' if base.endswith('per_s') else 'ms')}" if base and base in r else ""
+        b = f"{base} = {fmt(r[base], _unit(base))}" if base and base in r else ""
         met = "" if check is None else ("yes" if check(r) else "**no**")
         out.append(f"| `{name}` | {fmt(r[name], unit)} | {b} | {target} | {met} |")
     extra = sorted(k for k in r if not k.startswith("_") and k not in {n for n, *_ in ROWS}

@@ -1,34 +1,42 @@
-"""`make bench`: run every benchmark module, print a table, write bench/results.json.
+"""`make bench`: run every benchmark suite, print a table, write bench/results.json.
 
-Each module in SUITES exposes `run() -> dict[str, float]`; a figure and its baseline come from the
-same run. Targets (from the issues) are printed beside the figures; nothing here fails on them.
+Each suite (a module with `run() -> dict[str, float]`) runs in a fresh Python process, as the
+terminal does in production, so one suite's leftovers (heap, caches, background writeback) do not
+land in the next one's figures. A figure and its baseline always come from the same suite run.
+Nothing here fails on a target; `bench.report` puts the figures beside them in docs/performance.md.
 """
 from __future__ import annotations
 
-import importlib
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-SUITES = ["bench.core"]
-OPTIONAL_SUITES = ["bench.ui", "bench.drivers"]  # present once their rooms land
+SUITES = ["bench.core", "bench.ui", "bench.drivers"]
 RESULTS = Path(__file__).with_name("results.json")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_suite(name: str) -> dict[str, float]:
+    """`name.run()` in a child process; its figures come back as one JSON line on stdout."""
+    code = f"import json, {name} as m; print('RESULT ' + json.dumps(m.run()), flush=True)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}); its output:\n{proc.stdout[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def main() -> int:
     results: dict[str, float] = {}
-    for name in SUITES + OPTIONAL_SUITES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if name in OPTIONAL_SUITES and e.name == name:
-                continue
-            raise
+    for name in SUITES:
+        os.sync()  # the previous suite's dirty pages are written out before this one's fsyncs
         t0 = time.monotonic()
         print(f"running {name} …", flush=True)
-        results.update(mod.run())
+        results.update(run_suite(name))
         print(f"  {name} took {time.monotonic() - t0:.1f} s", flush=True)
     meta = {"machine": platform.machine(), "python": platform.python_version(),
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
