@@ -199,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=1883)
     ap.add_argument("--center", default="+", help="center id, or + for all")
+    ap.add_argument("--username", default="", help="MQTT user (the center broker has no anonymous access)")
+    ap.add_argument("--password-file", default="", help="file holding that user's password")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s ledger %(levelname)s: %(message)s")
-    ledger = Ledger(args.db, args.host, args.port, args.center).start()
+    password = Path(args.password_file).read_text().strip() if args.password_file else ""
+    ledger = Ledger(args.db, args.host, args.port, args.center, username=args.username, password=password).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
