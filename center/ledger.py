@@ -62,8 +62,10 @@ class Ledger:
         c.max_inflight_messages_set(1000)
         c.on_socket_open = no_delay
         c.suppress_exceptions = True
-        c.on_connect = lambda cl, *_: (cl.subscribe(f"{messages.PREFIX}/{center}/device/+/rating", qos=1),
-                                       cl.subscribe(f"{messages.PREFIX}/{center}/device/+/event", qos=1))
+        self.subscribed = threading.Event()
+        c.on_connect = lambda cl, *_: cl.subscribe([(f"{messages.PREFIX}/{center}/device/+/rating", 1),
+                                                    (f"{messages.PREFIX}/{center}/device/+/event", 1)])
+        c.on_subscribe = lambda *_: self.subscribed.set()
         c.on_message = lambda cl, ud, m: self._q.put((m.topic, m.payload))
         self.client = c
         self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
@@ -76,6 +78,8 @@ class Ledger:
         self.client.connect(self.host, self.port, clean_start=False, properties=props)
         self.client.loop_start()
         self._writer.start()
+        if not self.subscribed.wait(10):  # (a record published before the SUBACK would miss a new session)
+            log.warning("no SUBACK from the broker yet; carrying on")
         return self
 
     def stop(self) -> None:

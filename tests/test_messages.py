@@ -237,7 +237,8 @@ json_values = st.recursive(scalars, lambda kids: st.one_of(
                                                 max_size=5)), max_leaves=20)
 near_values = st.one_of(
     st.sampled_from(HOSTILE_TEXT + NAMES), st.sampled_from([0, 1, -1, 1.0, 1.5, 2, 10, 3600, 3601, 2**53, True,
-                                                             False, None, [], {}]),
+                                                             False, None]),
+    st.builds(list), st.builds(dict),  # fresh each time: a later edit may grow them (a shared [] would leak)
     scalars)
 
 GOLDEN_BY_KIND: dict[str, list[dict]] = {k: [_load(p) for p in VALID if _kind_of(p) == k] for k in KINDS}
