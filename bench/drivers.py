@@ -9,23 +9,16 @@
 from __future__ import annotations
 
 import logging
-import socket
 import statistics
 import tempfile
 import threading
 import time
 from datetime import datetime
 
+from center.broker import free_port
+
 SAMPLES = 200
 WARMUP = 50  # first presses after start-up pay one-time costs (driver threads starting, caches filling)
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def key_to_durable(samples: int = SAMPLES) -> list[float]:
@@ -39,7 +32,7 @@ def key_to_durable(samples: int = SAMPLES) -> list[float]:
 
     logging.getLogger("paho").setLevel(logging.CRITICAL)  # an offline terminal's stop() complains; expected here
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = config.load([], {"HCP_MQTT_PORT": str(_free_port()), "HCP_DEVICE_DATA_DIR": tmp,
+        cfg = config.load([], {"HCP_MQTT_PORT": str(free_port()), "HCP_DEVICE_DATA_DIR": tmp,
                                "HCP_CENTER_ID": "C1", "HCP_CENTER_WINDOW": "W01",
                                "HCP_MQTT_RECONNECT_MIN_S": "30", "HCP_MQTT_RECONNECT_MAX_S": "60"})
         term = Terminal(cfg, "bench")

@@ -14,6 +14,7 @@ from gpiozero.pins.mock import MockFactory
 from device.machine import Phase, State
 from device.model import Case, Catalog, Reason, Staff
 from device.qr import DynamicQr, matrix
+from center.broker import free_port  # noqa: F401 - also used by the printer tests
 from tests.helpers import terminal_config, terminals
 
 URL = "https://hcp.example.gov.cn/r?t=1~demo~C1~SH0001~W01~S0101~t1~1790000000~AbCdEfGh~0123456789abcdefABCDEF"
@@ -154,14 +155,6 @@ def tcp_printer():
     p = TcpPrinter()
     yield p
     p.close()
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture
