@@ -30,7 +30,6 @@ BACKLOG_READ = 500  # records read from the outbox at a time while draining a ba
 class Flight:
     record: Record
     mid: int | None = None
-    offered_at: float = 0.0
     attempts: int = 0
     acked: bool = False
     next_offer: float = 0.0
@@ -56,7 +55,6 @@ class Courier:
         self._backlog: deque[Record] = deque()  # read ahead, not yet offered
         self._online = False
         self._thread = threading.Thread(target=self._run, name="courier", daemon=True)
-        self.delivered_count = 0  # records receipted since start (for status and benchmarks)
 
     # ---- called from other threads --------------------------------------------------------------
 
@@ -82,8 +80,6 @@ class Courier:
     def requeue(self) -> None:
         self._inbox.put(("requeue",))
 
-    def in_flight(self) -> int:
-        return len(self._flights)
 
     # ---- the courier thread ---------------------------------------------------------------------
 
@@ -166,7 +162,7 @@ class Courier:
         while len(self._recent) > RECENT_RECEIPTS:
             self._recent.popitem(last=False)
         if done:
-            self.delivered_count += self.outbox.delivered(done)
+            self.outbox.delivered(done)
 
     def _offer(self) -> None:
         """Hand records to paho: due re-offers, then today's ratings, then the backlog in order.
@@ -200,7 +196,7 @@ class Courier:
         mid = self._publish(f.record)
         if f.mid is not None:
             self._mids.pop(f.mid, None)
-        f.mid, f.offered_at, f.acked = mid, now, False
+        f.mid, f.acked = mid, False
         f.next_offer = now + backoff(f.attempts, self.cfg.receipt_timeout_s, self.cfg.retry_max_s) \
             if f.attempts else now + self.cfg.receipt_timeout_s
         f.attempts += 1

@@ -19,10 +19,6 @@ def uuid7(ms: int | None = None) -> str:
     return str(uuid.UUID(int=value))
 
 
-def uuid7_ms(value: str) -> int:
-    """The millisecond timestamp inside a UUIDv7."""
-    return uuid.UUID(value).int >> 80
-
 
 def wall_time() -> str:
     """Local wall time with its UTC offset, millisecond precision (RFC 3339)."""

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 300
 RETAINED_FILES = ("catalog", "duty", "config")  # kept on the data partition so the terminal works offline
-EXPIRY = {"event": 0, "rating": 0}              # records never expire on the way to the center
 
 Watcher = Callable[[State], None]
 @dataclass(frozen=True)

@@ -223,7 +223,6 @@ class ScreenWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.drawn = 0
         self.paused = False  # the self-test owns the panel
         self._thread = threading.Thread(target=self._run, name="small-screen", daemon=True)
         self._thread.start()
@@ -249,7 +248,6 @@ class ScreenWorker:
         img = self.screen.draw(s, online=self.online(), cursor=index, hint=hint,
                                notice=text if self.clock() < until else "")
         self.display.show(img)
-        self.drawn += 1
         return img
 
     def _run(self) -> None:

@@ -82,14 +82,6 @@ class DynSec:
         self.call("removeRoleACL", rolename=role, acltype=acl["acltype"], topic=acl["topic"],
                   ok_errors=("not found",))
 
-    def get_role(self, role: str) -> dict | None:
-        try:
-            return self.call("getRole", rolename=role).get("role")
-        except DynSecError as e:
-            if "not found" in e.error.lower():
-                return None
-            raise
-
     def create_client(self, username: str, password: str, client_id: str, roles: list[str]) -> None:
         self.call("createClient", username=username, password=password, clientid=client_id,
                   roles=[{"rolename": r} for r in roles])
@@ -97,19 +89,9 @@ class DynSec:
     def delete_client(self, username: str) -> None:
         self.call("deleteClient", username=username, ok_errors=("not found",))
 
-    def get_client(self, username: str) -> dict | None:
-        try:
-            return self.call("getClient", username=username).get("client")
-        except DynSecError as e:
-            if "not found" in e.error.lower():
-                return None
-            raise
-
     def set_password(self, username: str, password: str) -> None:
         self.call("setClientPassword", username=username, password=password)
 
     def disable_client(self, username: str) -> None:
         self.call("disableClient", username=username)
 
-    def enable_client(self, username: str) -> None:
-        self.call("enableClient", username=username)

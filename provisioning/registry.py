@@ -142,10 +142,6 @@ class Registry:
     def devices(self) -> list[Device]:
         return [Device(*r) for r in self.db.execute("SELECT * FROM devices ORDER BY window, device")]
 
-    def active_at(self, window: str) -> list[Device]:
-        return [Device(*r) for r in self.db.execute(
-            "SELECT * FROM devices WHERE state='active' AND window=? ORDER BY device", (window,))]
-
     def put_device(self, d: Device) -> None:
         self.db.execute("INSERT OR REPLACE INTO devices VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (d.device, d.state, d.window, d.key, d.client_id, d.cred, d.rotating_cred,

@@ -206,7 +206,6 @@ class Kiosk:
         self.shown: Screen | None = None
         self.shown_widget = None
         self.rendered_state: State | None = None
-        self.renders = 0
         self.errors = 0
         self.geo = self._geometry()
         self.active_fps = float(Config.getint("graphics", "maxfps")) or 60.0
@@ -350,7 +349,6 @@ class Kiosk:
             if prompt:
                 self.voice.say(prompt)
         self.rendered_state = state
-        self.renders += 1
         for fn in self._listeners:
             fn(self)
 

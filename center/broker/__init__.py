@@ -26,46 +26,61 @@ def mosquitto_binary() -> str:
     raise RuntimeError("mosquitto not found: `make test` installs it (apt-get install mosquitto)")
 
 
-class Broker:
+class Mosquitto:
+    """A mosquitto process from a configuration file, ready once every one of its ports accepts connections."""
+
+    def __init__(self, conf: Path, ports: tuple[int, ...], log: Path):
+        self.conf, self.ports, self.log = conf, ports, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 15) -> "Mosquitto":
+        out = open(self.log, "ab")
+        # Its own session: Ctrl-C at the demo must not kill the broker before the terminal said goodbye.
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=out, stderr=out,
+                                     start_new_session=True)
+        end = time.monotonic() + timeout
+        for port in self.ports:
+            self._wait(port, end)
+        return self
+
+    def _wait(self, port: int, end: float) -> None:
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not open port {port}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> "Mosquitto":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Broker(Mosquitto):
     """One mosquitto process on a loopback port, from the project's template."""
 
     def __init__(self, port: int | None = None, extra: str = "", workdir: str | None = None):
         self.port = port or free_port()
         self.extra = extra
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="hcp-broker-"))
-        self.proc: subprocess.Popen | None = None
+        super().__init__(self.dir / "mosquitto.conf", (self.port,), self.dir / "mosquitto.log")
 
     def start(self, timeout: float = 10) -> "Broker":
-        conf = self.dir / "mosquitto.conf"
-        conf.write_text(TEMPLATE.read_text().format(port=self.port, user=getpass.getuser(), data_dir=self.dir,
-                                                  extra=self.extra))
-        self.log = open(self.dir / "mosquitto.log", "ab")
-        # Its own session: Ctrl-C at the demo must not kill the broker before the terminal said goodbye.
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=self.log, stderr=self.log,
-                                     start_new_session=True)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {(self.dir / 'mosquitto.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not open its port")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def __enter__(self) -> "Broker":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self.conf.write_text(TEMPLATE.read_text().format(port=self.port, user=getpass.getuser(), data_dir=self.dir,
+                                                       extra=self.extra))
+        return super().start(timeout)

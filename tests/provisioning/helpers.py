@@ -5,10 +5,8 @@ from __future__ import annotations
 import getpass
 import json
 import secrets
-import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -16,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from center.broker import free_port, mosquitto_binary
+from center.broker import Mosquitto, free_port
 from device.link import no_delay
 from provisioning import brokerconf, certs
 from provisioning import config as center_config
@@ -97,47 +95,9 @@ code_ttl_s = 600
     return path
 
 
-def wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 15) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: {log.read_text()[-3000:] if log.exists() else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("mosquitto did not open its port")
-
-
-class Mosquitto:
-    """A mosquitto process from a given configuration file."""
-
-    def __init__(self, conf: Path, ports: tuple[int, ...], log: Path):
-        self.conf, self.ports, self.log = conf, ports, log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Mosquitto":
-        out = open(self.log.with_suffix(".out"), "ab")
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=out, stderr=out)
-        for p in self.ports:
-            wait_port(p, self.proc, self.log.with_suffix(".out"))
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
 def center_broker(cfg: center_config.CenterConfig, root: Path) -> Mosquitto:
     brokerconf.generate(cfg, root / "generated", user=getpass.getuser())
-    return Mosquitto(root / "generated" / "mosquitto.conf", (cfg.broker_port, cfg.local_port), root / "mosquitto.log")
+    return Mosquitto(root / "generated" / "mosquitto.conf", (cfg.broker_port, cfg.local_port), root / "mosquitto.out")
 
 
 def city_broker(root: Path, port: int, pki: dict) -> Mosquitto:
@@ -167,7 +127,7 @@ log_type error
 log_type warning
 log_type notice
 """)
-    return Mosquitto(conf, (port,), root / "city.log")
+    return Mosquitto(conf, (port,), root / "city.out")
 
 
 class Client:
