@@ -68,6 +68,21 @@ def public_bytes(key: X25519PrivateKey | X25519PublicKey) -> bytes:
     return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def usable_public_key(text: str) -> bytes:
+    """An announced public key (base64url) → its 32 raw bytes, only if a box can be sealed to it.
+
+    SealError for anything else: not canonical base64url, not 32 bytes, or a low-order point (all-zero,
+    1, the points of order 8 …) whose shared secret would be all zeros (X25519 refuses those)."""
+    raw = unb64(text)
+    if len(raw) != 32:
+        raise SealError(f"not an X25519 public key: {len(raw)} bytes, not 32")
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError:
+        raise SealError("not an X25519 public key: low-order point") from None
+    return raw
+
+
 def key_id(public_key: bytes) -> str:
     """A topic-safe name for a public key: 16 characters of base64url(SHA-256(key))."""
     return b64(hashlib.sha256(public_key).digest())[:16]

@@ -13,6 +13,7 @@ import secrets
 import ssl
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -71,6 +72,15 @@ def normalise_code(text: str) -> str | None:
 _FULLWIDTH = {0xFF10 + i: ord("0") + i for i in range(10)}
 
 
+def paired_client_id(device: str) -> str:
+    """`{device}-{128 random bits}`: the only thing that keeps the enrolment account (on every SD card) off
+    a paired terminal's session. Mosquitto 2.0.11 reserves client ids for no account and cannot confine
+    an account to a client-id prefix, so whoever knows the id can take the session over (and learn from
+    `session_present` that it exists). The id travels only sealed to the terminal. At most 55 characters
+    (grant schema: 64)."""
+    return f"{device}-{secrets.token_urlsafe(16)}"
+
+
 class Provisioner:
     def __init__(self, cfg: CenterConfig, registry: Registry, *, host: str = "127.0.0.1", port: int | None = None,
                  password: str, username: str = "provisioning", tls_ca: str = "", listen: bool = True,
@@ -98,6 +108,8 @@ class Provisioner:
         self.client = c
         self.dynsec = DynSec(c)
         self._worker = threading.Thread(target=self._run, name="provisioning", daemon=True)
+        self.refused_hellos: Counter[str] = Counter()  # reason → announcements refused (no code, no answer)
+        self._hellos_logged: set[tuple[str, str]] = set()
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -171,15 +183,27 @@ class Provisioner:
 
     # ---- announcements and codes ----------------------------------------------------------------
 
+    def _refuse_hello(self, device: str, reason: str, detail: str) -> None:
+        """Count a refused announcement; log it once per device and reason (a terminal repeats it every 30 s)."""
+        self.refused_hellos[reason] += 1
+        if (device, reason) in self._hellos_logged:
+            return
+        if len(self._hellos_logged) >= 4096:  # bounded: a flood of made-up device ids cannot grow it
+            self._hellos_logged.clear()
+        self._hellos_logged.add((device, reason))
+        log.warning("refused an announcement from %s (%s): %s", device, reason, detail)
+
     def _on_hello(self, device: str, payload: bytes) -> None:
         try:
             msg = messages.decode("hello", payload)
             if msg["device"] != device or msg["center"] != self.center:
                 raise MessageError("impersonation", "hello for another device or center than its topic")
-            pub = enrolment.unb64(msg["key"])
-        except (MessageError, enrolment.SealError) as e:
-            log.warning("refused an announcement from %s: %s", device, e)
-            return
+        except MessageError as e:
+            return self._refuse_hello(device, e.reason, str(e))
+        try:
+            pub = enrolment.usable_public_key(msg["key"])
+        except enrolment.SealError as e:
+            return self._refuse_hello(device, "bad_key", str(e))
         now = time.time()
         with self._ops, self.reg.tx() as reg:
             known = reg.device(device)
@@ -297,7 +321,7 @@ class Provisioner:
         if self.reg.device(device) is not None:
             self._forget_account(device)  # paired before (e.g. its data partition was replaced): new account
         password = new_password()
-        client_id = f"{device}-{secrets.token_hex(4)}"  # unguessable: nobody else can take over its session
+        client_id = paired_client_id(device)
         self.dynsec.create_role(acl.device_role(device), acl.device_acls(self.center, device, window))
         self.dynsec.create_client(device, password, client_id, [acl.device_role(device)])
         now = time.time()

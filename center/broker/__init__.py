@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,29 @@ import time
 from pathlib import Path
 
 TEMPLATE = Path(__file__).with_name("dev.conf")
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def fill(template: str, **values: object) -> str:
+    """Substitute exactly the named `{placeholders}` of a configuration template, in one pass.
+
+    Any other brace (in a comment, or in a substituted value) stays as it is. A value with a line break
+    may only stand where a whole line is expected: inside a comment its later lines would become
+    configuration, so that is a ValueError rather than a broker that does not start."""
+    out = []
+    for line in template.splitlines(keepends=True):
+        comment = line.lstrip().startswith("#")
+
+        def put(m: re.Match) -> str:
+            if m.group(1) not in values:
+                return m.group(0)
+            text = str(values[m.group(1)])
+            if comment and "\n" in text:
+                raise ValueError(f"{{{m.group(1)}}} has several lines and stands in a comment: {line.strip()!r}")
+            return text
+
+        out.append(_PLACEHOLDER.sub(put, line))
+    return "".join(out)
 
 
 def free_port() -> int:
@@ -81,6 +105,6 @@ class Broker(Mosquitto):
         super().__init__(self.dir / "mosquitto.conf", (self.port,), self.dir / "mosquitto.log")
 
     def start(self, timeout: float = 10) -> "Broker":
-        self.conf.write_text(TEMPLATE.read_text().format(port=self.port, user=getpass.getuser(), data_dir=self.dir,
-                                                       extra=self.extra))
+        self.conf.write_text(fill(TEMPLATE.read_text(), port=self.port, user=getpass.getuser(), data_dir=self.dir,
+                                  extra=self.extra))
         return super().start(timeout)

@@ -139,6 +139,7 @@ class Client:
         self.got: list[tuple[str, bytes]] = []
         self.acks: dict[int, int] = {}
         self.subacks: list[list[int]] = []
+        self.session_present: bool | None = None  # from the last CONNACK
         self.connected = threading.Event()
         self.done = threading.Event()
         self._lock = threading.Lock()
@@ -163,6 +164,7 @@ class Client:
         wait_for(lambda: self.events, 10, "CONNACK")
 
     def _on_connect(self, cl, ud, fl, rc, pr) -> None:
+        self.session_present = bool(fl.session_present)
         self.events.append(("connack", rc.value))
         if not rc.is_failure:
             self.connected.set()

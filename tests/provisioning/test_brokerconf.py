@@ -94,3 +94,28 @@ def test_cli_pairs_lists_and_audits_like_the_console(site, enrol):
     assert "cli:ops" in r.stdout and "pair" in r.stdout and "move" in r.stdout
     password = json.loads((t.data_dir / "credentials.json").read_text())["password"]
     assert password not in r.stdout + r.stderr
+
+
+def test_a_multi_line_extra_starts_a_working_dev_broker(tmp_path):
+    """center.broker.Broker fills dev.conf: only its placeholders, and the extra text only where it belongs
+    (it used to land in the header comment too, where its last line broke the configuration)."""
+    from center.broker import Broker
+    from tests.provisioning.helpers import Client
+    extra = "# extra lines from a test, with {braces}\nmax_keepalive 300\nlog_type information"
+    with Broker(extra=extra, workdir=str(tmp_path)) as b:
+        conf = b.conf.read_text()
+        assert conf.count("max_keepalive 300") == 1 and "{braces}" in conf
+        c = Client(b.port, "", "")
+        assert c.refused is None and c.subscribe("t/x") < 0x80
+        assert c.publish("t/x", b"hello") == 0
+        wait_for(lambda: c.messages("t/x"), 10, "the message back")
+        c.close()
+
+
+def test_fill_substitutes_only_named_placeholders_and_refuses_lines_in_a_comment():
+    from center.broker import fill
+    text = "# from {source}; not a placeholder: {other} {0} {}\nlistener {port}\n{extra}\n"
+    assert fill(text, source="c.toml", port=1883, extra="a {port}\nb") == \
+        "# from c.toml; not a placeholder: {other} {0} {}\nlistener 1883\na {port}\nb\n"
+    with pytest.raises(ValueError, match="comment"):
+        fill("# made from {source}\n", source="one\ntwo")

@@ -94,6 +94,18 @@ def test_unb64_is_strict_and_canonical(text):
 
 
 @settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=60), st.binary(min_size=28, max_size=36).map(enrolment.b64),
+                      st.sampled_from([bytes(32), b"\x01" + bytes(31), b"\xff" * 32]).map(enrolment.b64)))
+def test_an_announced_key_is_a_usable_x25519_key_or_seal_error(text):
+    try:
+        raw = enrolment.usable_public_key(text)
+    except SealError:
+        return
+    assert len(raw) == 32
+    enrolment.seal(raw, b"x", "t")  # whatever it accepts can be sealed to
+
+
+@settings(max_examples=300, deadline=None)
 @given(payload=st.one_of(st.binary(max_size=400), st.builds(lambda b: json.dumps(
     {"v": 1, "type": "sealed", "device": DEV, "box": b}).encode(), BOXY)))
 def test_open_grant_of_anything_raises_only_message_error(payload):
