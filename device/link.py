@@ -1,9 +1,13 @@
-"""The terminal's MQTT session with the center broker (paho-mqtt 2.x, MQTT v5 only).
+"""The terminal's MQTT session with the center broker (paho-mqtt 2.x; MQTT 5, or the 3.1.1 profile).
 
-Persistent session (clean start off, session expiry set), a retained online/offline status with
-the offline one as last will, jittered exponential reconnect. It delivers nothing by itself: the
-courier decides what to publish; every PUBACK reason code is handed back to it, because paho calls a
-broker refusal (0x87 Not authorized …) "published" too.
+Persistent session (v5: clean start off, session expiry set; 3.1.1: clean session off), a retained
+online/offline status with the offline one as last will, jittered exponential reconnect. It delivers
+nothing by itself: the courier decides what to publish; every PUBACK reason code is handed back to it,
+because paho calls a broker refusal (0x87 Not authorized …) "published" too. (Under 3.1.1 a PUBACK
+has no reason code: a refused publish looks delivered, and only the missing receipt tells.)
+
+Every failed connection attempt is described in words with host:port (`Link.last_error`) and logged,
+rate-limited: the first failure, each change of cause, then once a minute.
 """
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ import logging
 import random
 import socket
 import ssl
+import sys
 import threading
+import time
 from typing import Callable
 
 import paho.mqtt.client as mqtt
@@ -26,6 +32,54 @@ log = logging.getLogger(__name__)
 PubackHandler = Callable[[int, int, str], None]        # mid, reason code value, reason name
 MessageHandler = Callable[[str, bytes, bool], None]    # topic, payload, retained
 ConnectionHandler = Callable[[bool, str], None]        # up?, reason
+PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
+LOG_EVERY_S = 60.0  # a cause that does not change is logged again this often
+
+# CONNACK refusals in words (paho hands 3.1.1 return codes over as the v5 reason codes they map to).
+REFUSALS = {
+    0x84: "protocol version refused: the broker does not speak MQTT {version} (see mqtt.protocol)",
+    0x85: "client id refused",
+    0x86: "bad credentials: user name or password refused",
+    0x87: "bad credentials or no access: the broker does not authorize this account",  # Mosquitto's wrong password
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x8C: "bad authentication method",
+}
+
+
+class QuietPaho(logging.Filter):
+    """Drops paho's ERROR "Client is not connected …", logged after every failed attempt: the link
+    reports each attempt itself, with host, port and cause (a later reader takes paho's line for a fault)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+def quiet_paho(logger: logging.Logger) -> logging.Logger:
+    """Attach `QuietPaho` once to the logger handed to paho's `enable_logger`."""
+    if not any(isinstance(f, QuietPaho) for f in logger.filters):
+        logger.addFilter(QuietPaho())
+    return logger
+
+
+def describe_failure(exc: BaseException | None, tls: bool = False) -> str:
+    """Why a TCP/TLS connection could not be made, in words."""
+    if isinstance(exc, socket.gaierror):
+        return f"DNS failure: the host name does not resolve ({exc.strerror or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens on that port (or a firewall rejects it)"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS failure: the server certificate is not accepted ({exc.verify_message or exc})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failure: {exc.reason or exc} (is this a TLS port?)"
+    if tls and isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return "TLS failure: the server hung up during the TLS handshake (is this a TLS port?)"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timeout: no answer to the TCP connection"
+    if isinstance(exc, OSError):
+        return f"network error: {exc.strerror or exc}"
+    return f"connection failed: {exc}" if exc else "connection failed"
 
 
 def no_delay(client, userdata, sock) -> None:
@@ -57,10 +111,17 @@ class Link:
         self._on_connected_publish = on_connected_publish
         self._on_refused = on_refused
         self._persistent = persistent
+        self._v5 = cfg.protocol == "5"
         self._attempt = 0
         self._stopping = False
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        c.enable_logger(logging.getLogger("paho"))
+        self.last_error: str | None = None   # the latest connection problem in words; None while connected
+        self._failures = 0                   # failed attempts since the last connection
+        self._logged: tuple[str, float] = ("", -1e18)  # (problem, when) last logged
+        self._awaiting_connack = False
+        # 3.1.1 has no clean start or session expiry: clean session off keeps subscriptions and queued messages
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=PROTOCOLS[cfg.protocol],
+                        clean_session=None if self._v5 else not persistent)
+        c.enable_logger(quiet_paho(logging.getLogger("paho")))
         c.suppress_exceptions = True   # a bug in a handler must not kill the network thread
         c.max_inflight_messages_set(cfg.max_inflight)
         c.max_queued_messages_set(0)
@@ -76,14 +137,14 @@ class Link:
                 c.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
                           keyfile=cfg.key_file or None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         if will_topic:
-            will_props = Properties(PacketTypes.WILLMESSAGE)
+            will_props = Properties(PacketTypes.WILLMESSAGE) if self._v5 else None
             c.will_set(will_topic, will_payload, qos=1, retain=True, properties=will_props)
         c.on_connect = self._connected
         c.on_disconnect = self._disconnected
         c.on_connect_fail = self._connect_failed
         c.on_message = self._message
         c.on_publish = self._published
-        c.on_socket_open = no_delay
+        c.on_socket_open = self._socket_open
         c.reconnect_delay_set(backoff(0, cfg.reconnect_min_s, cfg.reconnect_max_s), cfg.reconnect_max_s)
         self.client = c
 
@@ -105,11 +166,18 @@ class Link:
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
+    @property
+    def address(self) -> str:
+        return f"{self.cfg.host}:{self.cfg.port}"
+
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.session_expiry_s if self._persistent else 0
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
-                                  clean_start=not self._persistent, properties=props)
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry_s if self._persistent else 0
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                      clean_start=not self._persistent, properties=props)
+        else:
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
 
     def stop(self, final: tuple[str, bytes] | None = None) -> None:
@@ -130,9 +198,10 @@ class Link:
         """Queue one message; its mid, or None when paho refused it.
 
         Not being connected is no refusal: paho keeps a QoS 1 message and sends it on reconnect.
+        Under 3.1.1 there are no properties: `expiry_s` is dropped.
         """
         props = None
-        if expiry_s:
+        if expiry_s and self._v5:
             props = Properties(PacketTypes.PUBLISH)
             props.MessageExpiryInterval = expiry_s
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
@@ -142,9 +211,16 @@ class Link:
 
     # ---- paho callbacks (network thread) --------------------------------------------------------
 
+    def _socket_open(self, client, userdata, sock) -> None:
+        self._awaiting_connack = True
+        no_delay(client, userdata, sock)
+
     def _connected(self, client, userdata, flags, reason, properties) -> None:
+        self._awaiting_connack = False
         if reason.is_failure:
-            log.error("broker refused the connection: %s", reason)
+            words = REFUSALS.get(reason.value, "refused by the broker")
+            self._failed(f"{words.format(version=self.cfg.protocol)} (CONNACK 0x{reason.value:02x} {reason})",
+                         logging.ERROR)
             self._on_connection(False, f"refused: {reason}")
             self._next_delay()
             self._on_refused(reason.value)
@@ -152,7 +228,10 @@ class Link:
         self._attempt = 0
         self.client.reconnect_delay_set(backoff(0, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s),
                                         self.cfg.reconnect_max_s)
-        log.info("connected to %s:%s (session present: %s)", self.cfg.host, self.cfg.port, flags.session_present)
+        after = f" after {self._failures} failed attempts" if self._failures else ""
+        log.info("connected to %s (MQTT %s, session present: %s)%s", self.address, self.cfg.protocol,
+                 flags.session_present, after)
+        self.last_error, self._failures, self._logged = None, 0, ("", -1e18)
         with self._subs_lock:
             subs = list(self._subs)
         for topic in subs:
@@ -166,12 +245,36 @@ class Link:
         self.connected.clear()
         self._next_delay()
         if was_up:
-            (log.info if self._stopping else log.warning)("disconnected: %s", reason)
+            (log.info if self._stopping else log.warning)("disconnected from %s: %s", self.address, reason)
+            if not self._stopping:
+                self.last_error = f"connection lost: {reason}"
+        elif self._awaiting_connack and not self._stopping:  # TCP (and TLS) worked, MQTT did not
+            self._failed(self._before_connack(str(reason)))
+        self._awaiting_connack = False
         self._on_connection(False, str(reason))
 
+    def _before_connack(self, reason: str) -> str:
+        if reason == "Keep alive timeout":
+            return f"timeout: no MQTT answer within {self.cfg.keepalive_s} s (not an MQTT broker?)"
+        if reason == "Protocol error":
+            return "not an MQTT broker: it answered with something that is not MQTT"
+        return (f"not an MQTT broker, or one that does not speak MQTT {self.cfg.protocol}: "
+                "it closed the connection without a CONNACK")
+
     def _connect_failed(self, client, userdata) -> None:
+        # paho calls this from inside its `except OSError`: the exception is still current here.
+        self._failed(describe_failure(sys.exc_info()[1], self.cfg.tls))
         self._next_delay()
         self._on_connection(False, "connect failed")
+
+    def _failed(self, problem: str, level: int = logging.WARNING) -> None:
+        """One failed attempt: remembered for the maintenance screen, logged when new or once a minute."""
+        self.last_error = f"{self.address}: {problem}"
+        self._failures += 1
+        now = time.monotonic()
+        if problem != self._logged[0] or now - self._logged[1] >= LOG_EVERY_S:
+            self._logged = (problem, now)
+            log.log(level, "cannot connect to %s (attempt %d): %s", self.address, self._failures, problem)
 
     def _next_delay(self) -> None:
         self._attempt += 1

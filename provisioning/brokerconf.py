@@ -2,7 +2,7 @@
 
 Writes, into one output folder:
 - `mosquitto.conf`: TLS listener, Dynamic Security, no anonymous access, persistence, queue limits for a
-  week of outage, and the MQTT v5 bridge to the city platform;
+  week of outage, and the bridge to the city platform (MQTT v5, or 3.1.1 with `bridge.protocol`);
 - `dynamic-security.json`: the initial dynsec database (service accounts, the enrolment account, their
   roles, deny-by-default), only if it does not exist yet — the broker rewrites that file itself as
   terminals are paired, so generating again never wipes device accounts;
@@ -20,11 +20,13 @@ import os
 import secrets
 from pathlib import Path
 
+from center.broker import fill
 from provisioning import acl
 from provisioning.config import CenterConfig
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "center" / "broker" / "center.conf.template"
 ACCOUNTS = ("provisioning", "ledger", "centersys", "enrolment")
+BRIDGE_PROTOCOLS = {"5": "mqttv50", "3.1.1": "mqttv311"}  # center file `bridge.protocol` → Mosquitto's name
 HASH_ITERATIONS = 10_000  # service accounts; device passwords are 192-bit random, hashed by the broker
 
 
@@ -80,13 +82,14 @@ def _bridge(cfg: CenterConfig) -> str:
     if not b.get("enabled", False):
         return "# No bridge: [bridge] enabled = false in the center file."
     local = f"hcp/v1/{cfg.center}/"
+    protocol = b.get("protocol", "5")
     lines = [
-        "# The bridge to the city platform. MQTT v5; one persistent session on both sides (cleansession and",
-        "# local_cleansession equal and false: Debian's 2.0.11 does not persist the bridge queue otherwise);",
-        "# reconnect backoff bounded by restart_timeout.",
+        f"# The bridge to the city platform. MQTT {protocol} (bridge.protocol); one persistent session on both",
+        "# sides (cleansession and local_cleansession equal and false: Debian's 2.0.11 does not persist the",
+        "# bridge queue otherwise); reconnect backoff bounded by restart_timeout.",
         f"connection {b.get('name', 'city')}",
         f"address {b['address']}",
-        "bridge_protocol_version mqttv50",
+        f"bridge_protocol_version {BRIDGE_PROTOCOLS[protocol]}",
         "cleansession false",
         "local_cleansession false",
         f"remote_clientid {b.get('remote_clientid', cfg.center + '-center')}",
@@ -117,9 +120,10 @@ def _bridge(cfg: CenterConfig) -> str:
 def mosquitto_conf(cfg: CenterConfig, user: str | None = None) -> str:
     local = (f"\n# Center services on this machine (ledger, pairing console): loopback, same accounts.\n"
              f"listener {cfg.local_port} 127.0.0.1\nprotocol mqtt\n") if cfg.local_port else ""
-    return TEMPLATE.read_text("utf-8").format(
-        source=cfg.path, user=user or cfg.user, plugin=cfg.plugin or plugin_path(), dynsec_file=cfg.dynsec_file,
-        port=cfg.broker_port, bind=cfg.broker_bind, cafile=cfg.cafile, certfile=cfg.certfile, keyfile=cfg.keyfile,
+    return fill(
+        TEMPLATE.read_text("utf-8"), source=cfg.path, user=user or cfg.user, plugin=cfg.plugin or plugin_path(),
+        dynsec_file=cfg.dynsec_file, port=cfg.broker_port, bind=cfg.broker_bind, cafile=cfg.cafile,
+        certfile=cfg.certfile, keyfile=cfg.keyfile,
         local_listener=local, data_dir=cfg.data_dir, autosave=cfg.autosave_interval_s,
         session_expiry=f"{cfg.session_expiry_days}d", ratings_per_day=cfg.ratings_per_day,
         outage_days=cfg.outage_days, max_queued=max_queued(cfg), log_dest=cfg.log_dest, bridge=_bridge(cfg))

@@ -148,6 +148,8 @@ def load(path: str | Path) -> CenterConfig:
                 r.problems.append(f"bridge.{key}: required when the bridge is enabled")
         if bridge.get("remote_prefix") and not str(bridge["remote_prefix"]).endswith("/"):
             r.problems.append("bridge.remote_prefix: must end with /")
+        if bridge.get("protocol", "5") not in ("5", "3.1.1"):
+            r.problems.append(f"bridge.protocol: expected \"5\" or \"3.1.1\" (a string), got {bridge['protocol']!r}")
         lo, hi = bridge.get("restart_timeout_min_s", 5), bridge.get("restart_timeout_max_s", 300)
         if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi <= 3600):
             r.problems.append("bridge.restart_timeout_min_s/max_s: integers, 1 ≤ min ≤ max ≤ 3600")

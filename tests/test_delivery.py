@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -15,12 +17,20 @@ from tests.helpers import wait_for
 STAFF = Staff("S0101", "王芳", "0101")
 
 
-def rate_cases(t, n: int, prefix: str) -> None:
-    """Queue n case/rating pairs on the terminal's core (as the link and the screen would)."""
+def rate_cases(t, n: int, prefix: str, step=None) -> None:
+    """n case/rating pairs, queued on the terminal's core (as the link and the screen would), or stepped
+    right here with `step=t.handle` when the test itself is the core thread."""
+    step = step or t.submit
     for i in range(n):
         case = Case(f"{prefix}{i:05d}", "310115-001", "居住证办理", STAFF, "ap_0123456789abcdef", "张*")
-        t.submit(CaseOpened(case, qr=t.dynamic_qr(case)))
-        t.submit(LevelPressed(Level.SATISFIED, Channel.TOUCH))
+        step(CaseOpened(case, qr=t.dynamic_qr(case)))
+        step(LevelPressed(Level.SATISFIED, Channel.TOUCH))
+
+
+def answered(t) -> int:
+    """Records whose offer the broker has answered: PUBACK in (awaiting the receipt) or quarantined."""
+    flights = t.courier.sync() or {}
+    return t.outbox.counts().quarantined + sum(1 for _, acked in flights.values() if acked)
 
 
 def test_offline_backlog_of_500_arrives_exactly_once(broker, ledger, center, make_terminal):
@@ -39,19 +49,34 @@ def test_offline_backlog_of_500_arrives_exactly_once(broker, ledger, center, mak
     assert not t.rejected, f"the terminal refused center messages: {dict(t.rejected)}"
 
 
-def test_ledger_down_means_no_receipt_and_the_terminal_offers_again(broker, ledger, center, make_terminal, tmp_path):
-    ledger.stop()
-    t = make_terminal()
-    rate_cases(t, 20, "NOREC")
-    wait_for(lambda: t.outbox.counts().pending == 20, what="committed")
-    assert t.outbox.counts().pending == 20  # published, PUBACKed, but never receipted: still kept
+def test_ledger_down_means_no_receipt_and_the_terminal_offers_again(broker, ledger, center, tmp_path):
     from center.ledger import Ledger
-    led = Ledger(tmp_path / "ledger2.db", port=broker.port).start()
+    from device.terminal import Terminal
+    from tests.helpers import terminal_config
+    ledger.stop()
+    skew = [0.0]  # the terminal's clock runs ahead on demand: a receipt timeout passes without waiting for it
+    t = Terminal(terminal_config(broker.port, tmp_path / "t1", HCP_DEVICE_ID="t1"), "t1",
+                 clock=lambda: time.monotonic() + skew[0])
+    t.start()
+    threading.Thread(target=t.run, daemon=True).start()
     try:
-        wait_for(lambda: t.outbox.counts().pending == 0, timeout=30, what="re-offered after receipt timeout")
-        assert query(led.db_path, "SELECT count(*) FROM ratings") == [(20,)]
+        rate_cases(t, 20, "NOREC")
+        wait_for(lambda: len({m["id"] for m in center.messages_on("rating")}) == 20, what="20 ratings offered")
+        wait_for(lambda: answered(t) == 20, what="20 PUBACKs")
+        assert t.outbox.counts().pending == 20, "a PUBACK is not a receipt: the records must stay in the outbox"
+        # A new ledger with a new session: only the terminal's re-offers can bring it the records.
+        led = Ledger(tmp_path / "ledger2.db", port=broker.port, client_id="ledger-2").start()
+        try:
+            skew[0] += t.cfg.outbox.receipt_timeout_s + t.cfg.outbox.retry_max_s
+            offers = t.courier.sync()
+            assert offers is not None and len(offers) == 20
+            assert all(n >= 2 for n, _ in offers.values()), f"not offered again after the receipt timeout: {offers}"
+            wait_for(lambda: t.outbox.counts().pending == 0, what="receipts from the new ledger")
+            assert query(led.db_path, "SELECT count(*) FROM ratings") == [(20,)]
+        finally:
+            led.stop()
     finally:
-        led.stop()
+        t.stop()
 
 
 def test_broker_refusal_quarantines_with_an_alarm_and_loses_nothing(tmp_path, center_factory=None):
@@ -67,8 +92,9 @@ def test_broker_refusal_quarantines_with_an_alarm_and_loses_nothing(tmp_path, ce
         try:
             wait_for(lambda: t.online, what="online")
             rate_cases(t, 3, "ACL")
-            wait_for(lambda: t.outbox.counts().quarantined == 3, what="all three quarantined")
-            assert t.outbox.counts().pending == 0
+            wait_for(lambda: answered(t) == 3, what="the broker's answer to all three")
+            counts = t.outbox.counts()
+            assert (counts.pending, counts.quarantined) == (0, 3), f"a PUBACK 0x87 must quarantine: {counts}"
             assert [reason for _, reason in t.outbox.quarantined()] == ["PUBACK 0x87 Not authorized"] * 3
             assert "publish_refused" in t.alarms.active()
             alarms = wait_for(lambda: [m for m in center.messages_on("event") if m.get("alarm") == "publish_refused"],
@@ -84,20 +110,26 @@ def test_broker_refusal_quarantines_with_an_alarm_and_loses_nothing(tmp_path, ce
             led.stop()
 
 
-def test_full_outbox_alarms_at_80_percent_and_refuses_without_evicting(broker, make_terminal):
-    t = make_terminal(HCP_OUTBOX_CAPACITY="10", HCP_OUTBOX_ALARM_PERCENT="80")
-    rate_cases(t, 7, "FULL")
-    wait_for(lambda: t.outbox.counts().pending == 7, what="7 stored")
-    assert "outbox_high" not in t.alarms.active()
-    rate_cases(t, 1, "FULLB")
-    wait_for(lambda: "outbox_high" in t.alarms.active(), what="80 % alarm")
-    rate_cases(t, 2, "FULLC")
-    wait_for(lambda: t.outbox.counts().pending == 10, what="full")
-    before = {r.id for r in t.outbox.due(100)}
-    rate_cases(t, 1, "OVER")
-    wait_for(lambda: t.state.phase == Phase.UNAVAILABLE, what="citizen told to scan instead")
-    assert "rating_not_stored" in t.alarms.active()
-    assert {r.id for r in t.outbox.due(100)} == before
+def test_full_outbox_alarms_at_80_percent_and_refuses_without_evicting(broker, tmp_path):
+    from device.terminal import Terminal
+    from tests.helpers import terminal_config
+    t = Terminal(terminal_config(broker.port, tmp_path / "t1", HCP_OUTBOX_CAPACITY="10",
+                                 HCP_OUTBOX_ALARM_PERCENT="80"), "t1")
+    t.start()  # network and courier; this test is the core thread, so every step below is done on return
+    try:
+        rate_cases(t, 7, "FULL", step=t.handle)
+        assert t.outbox.counts().pending == 7 and "outbox_high" not in t.alarms.active()
+        rate_cases(t, 1, "FULLB", step=t.handle)
+        assert "outbox_high" in t.alarms.active(), "8 of 10 is 80 %: outbox_high"
+        rate_cases(t, 2, "FULLC", step=t.handle)
+        assert t.outbox.counts().pending == 10
+        before = {r.id for r in t.outbox.due(100)}
+        rate_cases(t, 1, "OVER", step=t.handle)
+        assert t.state.phase == Phase.UNAVAILABLE, "a full outbox: the citizen is told to scan instead"
+        assert "rating_not_stored" in t.alarms.active()
+        assert {r.id for r in t.outbox.due(100)} == before, "nothing evicted"
+    finally:
+        t.stop()
 
 
 HOSTILE = st.one_of(
@@ -142,9 +174,9 @@ def test_hostile_messages_through_the_broker_are_counted_and_the_terminal_keeps_
     wait_for(lambda: t.online, what="online")
     rnd = random.Random(4711)
     corpus = [bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 200))) for _ in range(20)]
-    corpus += [b"", b"null", b"[]", b'{"v":2,"type":"case"}', b'{"v":1,"type":"case","v":1}', b"NaN"]
+    corpus += [b"null", b"", b"[]", b'{"v":2,"type":"case"}', b'{"v":1,"type":"case","v":1}', b"NaN"]
     topics = [center.topics.case, center.topics.duty, center.topics.catalog, t.topics.config, t.topics.receipt]
-    sends = [(topics[i % len(topics)], p) for i, p in enumerate(corpus)]
+    sends = [(topics[i % len(topics)], p) for i, p in enumerate(corpus)]  # b"" lands on duty (on case it clears)
     sends += [(center.topics.case, json.dumps({"v": 1, "type": "case", "center": "C1", "window": "W01", "state": "open",
                            "case": {"id": "X1", "item_code": "a", "item_name": "b"},
                            "staff": {"id": "S1", "name": "王"}, "opened_at": "2026-11-26T09:00:00+08:00",
