@@ -4,7 +4,9 @@ One thread owns all delivery state. New records go first (a backlog never holds 
 ratings), then the backlog in sequence order, at most `window` awaiting receipts at once. A record
 without a receipt is offered again with jittered exponential backoff; duplicates on the wire are
 expected and the ledger keeps one row per id. A PUBACK reason code ≥ 0x80 or a "rejected" receipt
-moves the record to quarantine with an alarm — it is never deleted.
+moves the record to quarantine with an alarm — it is never deleted. A record offered
+`outbox.alarm_after_offers` times without any answer raises `no_receipt` and stays in the outbox (under
+MQTT 3.1.1 that is how a broker's refusal shows: the broker acknowledges and drops the message).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Callable
 
 from device.config import OutboxSection
 from device.link import backoff
-from device.outbox import Outbox, Record
+from device.outbox import Outbox, OutboxError, Record
 
 log = logging.getLogger(__name__)
 RECENT_RECEIPTS = 20_000
@@ -31,25 +33,30 @@ class Flight:
     record: Record
     mid: int | None = None
     attempts: int = 0
+    offers: int = 0        # times paho took it (attempts while paho would not take it do not count)
     acked: bool = False
     next_offer: float = 0.0
 
 
 class Courier:
     def __init__(self, outbox: Outbox, cfg: OutboxSection, *, publish: Callable[[Record], int | None],
-                 on_alarm: Callable[[str, str], None], clock: Callable[[], float] = time.monotonic,
-                 max_unacked: int = 100):
+                 on_alarm: Callable[[str, str], None], on_clear: Callable[[str], None] = lambda code: None,
+                 clock: Callable[[], float] = time.monotonic, max_unacked: int = 100):
         self.outbox = outbox
         self.cfg = cfg
         self.max_unacked = max_unacked
         self._publish = publish
         self._alarm = on_alarm
+        self._clear = on_clear
+        self._overdue: set[str] = set()   # ids offered alarm_after_offers times without a receipt
+        self._newly_overdue: list[str] = []
         self._clock = clock
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._flights: dict[str, Flight] = {}
         self._mids: dict[int, str] = {}
         self._fresh: list[Record] = []
         self._recent: OrderedDict[str, None] = OrderedDict()  # ids receipted lately
+        self._undeleted: dict[str, int | None] = {}  # receipted, but their deletion has not committed yet
         self._timers: list[tuple[float, int, str]] = []        # heap of (next offer, seq, id)
         self._cursor = 0          # highest sequence read from the outbox by the backlog scan
         self._backlog: deque[Record] = deque()  # read ahead, not yet offered
@@ -80,6 +87,12 @@ class Courier:
     def requeue(self) -> None:
         self._inbox.put(("requeue",))
 
+    def sync(self, timeout: float = 10) -> dict[str, tuple[int, bool]] | None:
+        """Wait until the courier has handled everything queued before this call and offered what is due;
+        then the records awaiting a receipt: id → (offers so far, PUBACK in). None if it did not answer."""
+        done, answer = threading.Event(), {}
+        self._inbox.put(("sync", done, answer))
+        return answer if done.wait(timeout) else None
 
     # ---- the courier thread ---------------------------------------------------------------------
 
@@ -101,11 +114,17 @@ class Courier:
                     if it[0] == "stop":
                         return
                     self._handle(it)
+                if self._undeleted:
+                    self._deliver(list(self._undeleted.items()))
                 if self._online:
                     self._offer()
             except Exception:  # noqa: BLE001 - the courier must outlive any single failure
                 log.exception("courier cycle failed; retrying")
                 time.sleep(0.5)
+            for it in items:
+                if it[0] == "sync":
+                    it[2].update({rid: (f.offers, f.acked) for rid, f in self._flights.items()})
+                    it[1].set()
 
     def _next_wakeup(self) -> float:
         if not self._online or not self._timers:
@@ -124,6 +143,8 @@ class Courier:
             self._online = True
         elif kind == "offline":
             self._online = False
+        elif kind == "sync":
+            pass  # answered at the end of the cycle
         elif kind == "requeue":
             n = self.outbox.requeue_quarantined()
             self._cursor = 0
@@ -137,6 +158,7 @@ class Courier:
             return
         if code >= 0x80:
             self._flights.pop(rid, None)
+            self._answered(rid)
             if self.outbox.quarantine(rid, f"PUBACK 0x{code:02x} {name}", flight.record.seq):
                 log.error("broker refused record %s: 0x%02x %s; quarantined", rid, code, name)
                 self._alarm("publish_refused", f"record {rid}: PUBACK 0x{code:02x} {name}; quarantined")
@@ -149,20 +171,50 @@ class Courier:
             rid = i["id"]
             if rid in self._recent:
                 continue  # a second receipt for a record already gone (it was offered twice)
-            flight = self._flights.pop(rid, None)
-            if flight is not None and flight.mid is not None:
-                self._mids.pop(flight.mid, None)
+            flight = self._flights.get(rid)
             seq = flight.record.seq if flight else None
+            self._answered(rid)
             if i["status"] == "rejected":
+                self._forget(rid)
                 if self.outbox.quarantine(rid, f"rejected by the ledger: {i.get('reason', '')}", seq):
                     self._alarm("record_rejected", f"record {rid}: {i.get('reason', '')}")
             else:
                 done.append((rid, seq))
-            self._recent[rid] = None
+        if done:
+            self._deliver(done)
+
+    def _deliver(self, done: list[tuple[str, int | None]]) -> None:
+        """Delete receipted records; only a committed deletion makes them done.
+
+        If the deletion does not commit (a full disk), the records stay in flight without being offered
+        again, and the deletion is retried on every cycle (at least once a second).
+        """
+        try:
+            self.outbox.delivered(done)
+        except OutboxError as e:
+            if not self._undeleted:
+                log.warning("could not remove %d receipted records (%s); trying again", len(done), e)
+            self._undeleted.update(done)
+            return
+        for rid, _ in done:
+            self._undeleted.pop(rid, None)
+            self._forget(rid)
         while len(self._recent) > RECENT_RECEIPTS:
             self._recent.popitem(last=False)
-        if done:
-            self.outbox.delivered(done)
+
+    def _forget(self, rid: str) -> None:
+        """The record has its answer: no more offers, and a second receipt for it is ignored."""
+        flight = self._flights.pop(rid, None)
+        if flight is not None and flight.mid is not None:
+            self._mids.pop(flight.mid, None)
+        self._recent[rid] = None
+
+    def _answered(self, rid: str) -> None:
+        """A record got its answer: it no longer counts towards `no_receipt`."""
+        if rid in self._overdue:
+            self._overdue.discard(rid)
+            if not self._overdue:
+                self._clear("no_receipt")
 
     def _offer(self) -> None:
         """Hand records to paho: due re-offers, then today's ratings, then the backlog in order.
@@ -174,7 +226,8 @@ class Courier:
         while self._timers and self._timers[0][0] <= now:    # re-offers that are due (rare; never held back)
             when, _, rid = heapq.heappop(self._timers)
             f = self._flights.get(rid)
-            if f is not None and f.next_offer == when:       # else receipted, or rescheduled since
+            if f is not None and f.next_offer == when and rid not in self._undeleted:  # else receipted,
+                # rescheduled since, or receipted and waiting for its deletion to commit
                 self._send(f, now)
         while self._fresh and len(self._mids) < self.max_unacked:  # today's ratings before the backlog
             rec = self._fresh.pop(0)
@@ -191,6 +244,13 @@ class Courier:
             if rec.id not in self._flights and rec.id not in self._recent:  # not already sent, or receipted
                 self._send(Flight(rec), now)
                 room -= 1
+        if self._newly_overdue:  # one alarm per cycle, however many records passed the limit in it
+            first, n = self._newly_overdue[0], len(self._newly_overdue)
+            self._newly_overdue.clear()
+            log.error("%d record(s) newly offered %d times without a receipt (e.g. %s); kept in the outbox",
+                      n, self.cfg.alarm_after_offers, first)
+            self._alarm("no_receipt", f"{len(self._overdue)} record(s) offered {self.cfg.alarm_after_offers} "
+                        f"times without a receipt, e.g. {first}; kept in the outbox")
 
     def _send(self, f: Flight, now: float) -> None:
         mid = self._publish(f.record)
@@ -203,6 +263,10 @@ class Courier:
         self._flights[f.record.id] = f
         if mid is not None:
             self._mids[mid] = f.record.id
+            f.offers += 1
+            if f.offers == self.cfg.alarm_after_offers:
+                self._overdue.add(f.record.id)
+                self._newly_overdue.append(f.record.id)
         else:
             f.next_offer = now + 1.0  # paho would not take it now (disconnected): try again soon
         heapq.heappush(self._timers, (f.next_offer, f.record.seq, f.record.id))
