@@ -33,7 +33,7 @@ def key_to_durable(samples: int = SAMPLES) -> list[float]:
     logging.getLogger("paho").setLevel(logging.CRITICAL)  # an offline terminal's stop() complains; expected here
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config.load([], {"HCP_MQTT_PORT": str(free_port()), "HCP_DEVICE_DATA_DIR": tmp,
-                               "HCP_CENTER_ID": "C1", "HCP_CENTER_WINDOW": "W01",
+                               "HCP_CENTER_ID": "C1", "HCP_CENTER_WINDOW": "W01", "HCP_QR_DEMO": "true",
                                "HCP_MQTT_RECONNECT_MIN_S": "30", "HCP_MQTT_RECONNECT_MAX_S": "60"})
         term = Terminal(cfg, "bench")
         term.start()

@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     if not hardware_ok(cfg):
         return 2
     if args.check_config:
+        problems = config.check(cfg)
+        if problems:
+            print(ConfigError(problems), file=sys.stderr)
+            return 2
         enrol = f"; enrols with center {cfg.center.id} as {cfg.enrolment.username}" if cfg.enrolment.username else ""
         print(f"configuration ok; device id {dev}{enrol}")
         return 0

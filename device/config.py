@@ -61,6 +61,9 @@ class MqttSection:
     reconnect_min_s: float = opt(1.0, "first reconnect delay (jittered)", min=0.1, max=60)
     reconnect_max_s: float = opt(60.0, "longest reconnect delay (jittered)", min=1, max=3600)
     max_inflight: int = opt(100, "QoS 1 messages awaiting PUBACK at once", min=1, max=1000)
+    protocol: str = opt("5", "MQTT version: 5, or 3.1.1 for brokers without v5 (NATS, RabbitMQ 3.x); under "
+                        "3.1.1 a refused publish is only seen as a missing receipt (docs/protocol.md §12)",
+                        choices=("5", "3.1.1"))
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class OutboxSection:
     receipt_timeout_s: float = opt(30.0, "re-offer a record with no receipt after this (then backoff)",
                                    min=1, max=3600)
     retry_max_s: float = opt(600.0, "longest re-offer backoff", min=1, max=86400)
+    alarm_after_offers: int = opt(10, "raise `no_receipt` when a record was offered this often without a "
+                                  "receipt (it stays in the outbox)", min=2, max=10_000)
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,16 @@ class RatingSection:
     case_timeout_s: int = opt(120, "case screen returns to idle after this", min=10, max=3600)
     reasons_timeout_s: int = opt(60, "reasons screen returns after this", min=10, max=600)
     thanks_s: int = opt(5, "thank-you screen shows this long", min=1, max=30)
-    staff_rating_when_idle: bool = opt(True, "a level pressed with no open case rates the staff on duty")
+    staff_rating_when_idle: bool = opt(False, "a level pressed with no open case rates the staff on duty; off by "
+                                       "default: at a window with a case feed anyone could add one every "
+                                       "repeat_guard_s — turn on only at staff-only windows (no case feed)")
     repeat_guard_s: int = opt(10, "idle presses right after a rating are ignored this long", min=0, max=600)
+
+
+@dataclass(frozen=True)
+class CaseSection:
+    max_age_h: float = opt(12.0, "an open case whose opened_at is older than this by the terminal's clock is refused "
+                           "(a retained case a center on MQTT 3.1.1 could not give an expiry)", min=0.1, max=24 * 30)
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,9 @@ class QrSection:
     key: str = opt("", "QR signing key, hex (≥ 32 bytes); empty = key_file", secret=True,
                    pattern=r"^([0-9a-fA-F]{64,})?$")
     key_file: str = opt("", "file holding the hex QR signing key")
+    demo: bool = opt(False, "no key: sign with the published demo key of docs/protocol.md §10 (for `make run`; "
+                     "anyone can forge those tokens). Without a key and without this, the case screen shows no "
+                     "dynamic QR and --check-config fails")
     ttl_s: int = opt(86400, "how long a QR token stays valid", min=60, max=30 * 86400)
 
 
@@ -144,7 +160,9 @@ class UiSection:
     idle_after_s: int = opt(10, "seconds without activity before idle_fps applies", min=1, max=3600)
     touch_guard_ms: int = opt(300, "touches this soon after a screen change are ignored (double taps)",
                               min=0, max=2000)
-    voice: str = opt("", "voice prompts: folder of <language>/<prompt>.wav files; empty = silent")
+    voice: str = opt("builtin", "voice prompts: builtin = the shipped ones (ui/voice/); a folder of "
+                     "<language>/<prompt>.wav files (a center's own; missing ones come from ui/voice/); "
+                     "empty = silent")
     voice_player: str = opt("aplay -q", "command that plays one WAV file (its path is appended)")
 
 
@@ -179,6 +197,7 @@ class Config:
     enrolment: EnrolmentSection = field(default_factory=EnrolmentSection)
     outbox: OutboxSection = field(default_factory=OutboxSection)
     rating: RatingSection = field(default_factory=RatingSection)
+    case: CaseSection = field(default_factory=CaseSection)
     qr: QrSection = field(default_factory=QrSection)
     codes: CodesSection = field(default_factory=CodesSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
@@ -308,12 +327,16 @@ def _suggest(word: str, known: Mapping) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
 
 
-def qr_key(cfg: Config) -> bytes:
-    """The QR signing key as bytes (from `qr.key` or `qr.key_file`); a demo key when neither is set."""
+def qr_key(cfg: Config) -> bytes | None:
+    """The QR signing key as bytes (from `qr.key` or `qr.key_file`); the demo key only when `qr.demo`
+    asks for it; else None (no dynamic QR: the citizen rates on the screen)."""
     if cfg.qr.key:
         return bytes.fromhex(cfg.qr.key)
     if cfg.qr.key_file:
-        text = Path(cfg.qr.key_file).read_text().strip()
+        try:
+            text = Path(cfg.qr.key_file).read_text().strip()
+        except OSError as e:
+            raise ConfigError([f"qr.key_file: cannot read {cfg.qr.key_file}: {e.strerror or e}"]) from None
         try:
             key = bytes.fromhex(text)
         except ValueError:
@@ -321,7 +344,21 @@ def qr_key(cfg: Config) -> bytes:
         if len(key) < 32:
             raise ConfigError([f"qr.key_file: key in {cfg.qr.key_file} is shorter than 32 bytes"])
         return key
-    return DEMO_QR_KEY
+    return DEMO_QR_KEY if cfg.qr.demo else None
+
+
+def check(cfg: Config) -> list[str]:
+    """Problems a loaded configuration still has as a whole (`--check-config`), one per line."""
+    problems = []
+    try:
+        key = qr_key(cfg)
+    except ConfigError as e:
+        problems += e.problems
+        key = b""
+    if key is None and not cfg.enrolment.username:  # an enrolled terminal gets its key with the binding
+        problems.append("qr.key: no QR signing key (set qr.key or qr.key_file; qr.demo = true only for a demo): "
+                        "the case screen would show no dynamic QR code")
+    return problems
 
 
 DEMO_QR_KEY = bytes.fromhex("64656d6f2d6f6e6c792d6e6f742d666f722d70726f64756374696f6e2d757365")  # "demo-only-…"

@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import sys
 import threading
+import unicodedata
 from typing import TextIO
 
 from device.machine import Back, LevelPressed, Phase, ReasonsConfirmed, ReasonToggled, State
 from device.model import LEVELS, Channel
+
+# Controls (ANSI escapes, NUL, newlines: Cc), format characters (bidi overrides such as U+202E: Cf)
+# and line/paragraph separators could repaint or reorder the operator's terminal.
+_UNPRINTABLE = frozenset(("Cc", "Cf", "Zl", "Zp"))
+
+
+def printable(text: object) -> str:
+    """Center-supplied text as it may reach a terminal: without control and bidi-format characters."""
+    return "".join(ch for ch in str(text) if unicodedata.category(ch) not in _UNPRINTABLE)
+
 
 HELP = "键入 1–5 评价 (1 非常满意 … 5 非常不满意)；原因页：数字选择，y 确认，n 返回；q 退出"
 
@@ -39,21 +50,21 @@ class ConsoleView:
     def screen(self, s: State) -> str:
         net = "在线" if self.t.online else "离线"
         c = self.t.outbox.counts()
-        head = f"── {s.window_name or self.t.cfg.center.window} │ {net} │ 待送 {c.pending}" + \
+        head = f"── {printable(s.window_name or self.t.cfg.center.window)} │ {net} │ 待送 {c.pending}" + \
                (f" │ 隔离 {c.quarantined}" if c.quarantined else "") + " ──"
         if s.phase == Phase.IDLE:
-            staff = f"当班：{s.staff.name}（{s.staff.number or s.staff.id}）" if s.staff else "当班：—"
+            staff = f"当班：{printable(s.staff.name)}（{printable(s.staff.number or s.staff.id)}）" if s.staff else "当班：—"
             return f"{head}\n[空闲] {staff}\n{HELP}"
         if s.phase == Phase.CASE and s.case:
             levels = "  ".join(f"{i + 1} {lvl.zh}" for i, lvl in enumerate(LEVELS))
-            url = s.qr.url if s.qr else ""
-            return (f"{head}\n[请评价] 事项：{s.case.item_name}  办件：{s.case.id}\n"
-                    f"  工作人员：{s.case.staff.name}  申请人：{s.case.applicant_display}\n"
-                    f"  扫码评价，可留言、上传图片：{url}\n  {levels}")
+            scan = f"扫码评价，可留言、上传图片：{printable(s.qr.url)}" if s.qr else "请在屏幕上评价"
+            return (f"{head}\n[请评价] 事项：{printable(s.case.item_name)}  办件：{printable(s.case.id)}\n"
+                    f"  工作人员：{printable(s.case.staff.name)}  申请人：{printable(s.case.applicant_display)}\n"
+                    f"  {scan}\n  {levels}")
         if s.phase == Phase.REASONS:
             if s.catalog is None:
                 return f"{head}\n[原因] 原因列表尚未下发，请扫码评价。n 返回"
-            items = "\n".join(f"  {i + 1} [{'x' if r.code in s.selected else ' '}] {r.zh}"
+            items = "\n".join(f"  {i + 1} [{'x' if r.code in s.selected else ' '}] {printable(r.zh)}"
                               for i, r in enumerate(s.catalog.reasons))
             return f"{head}\n[请选择不满意的原因（可多选）] {s.level.zh}\n{items}\n  y 确认  n 返回"
         if s.phase == Phase.THANKS:

@@ -3,8 +3,10 @@
     idle ──case──▶ case ──good level──▶ committing ──committed──▶ thanks ──timeout──▶ idle
                     │  └──bad level──▶ reasons ──confirm──▶ committing
                     ├──closed at the center──▶ idle + Unrated effect (SMS follow-up)
+                    ├──cleared (empty retained case)──▶ idle, no follow-up
                     └──rated on the phone──▶ rated_elsewhere ──timeout──▶ idle
-    idle ──level (staff on duty, no case)──▶ staff rating (same path, no case)
+    idle ──level, case still open (its screen timed out)──▶ that case's rating (as from the case screen)
+    idle ──level (no open case, staff on duty, staff_rating_when_idle)──▶ staff rating (same path, no case)
 
 The runtime (`device.terminal`) feeds events with the current monotonic time, carries out the
 effects (commit to the outbox, publish an event) and feeds the results back (`Committed`).
@@ -36,7 +38,7 @@ class Settings:
     case_timeout_s: float = 120
     reasons_timeout_s: float = 60
     thanks_s: float = 5
-    staff_rating_when_idle: bool = True
+    staff_rating_when_idle: bool = False  # off: at a case window anyone could add one every repeat_guard_s
     repeat_guard_s: float = 10  # after a rating, idle presses are taken as repeats for this long
 
 
@@ -52,6 +54,15 @@ class CaseOpened:
 @dataclass(frozen=True)
 class CaseClosed:
     case_id: str
+
+
+@dataclass(frozen=True)
+class CaseCleared:
+    """The center cleared the window's retained case (an empty retained payload).
+
+    Not a close: it says nothing about how the case ended (the center sends `closed` for that), so
+    no `unrated` follow-up is emitted — a broker operator wiping retained messages must not send SMS.
+    """
 
 
 @dataclass(frozen=True)
@@ -112,7 +123,7 @@ class CommitFailed:
     reason: str
 
 
-Event = Union[CaseOpened, CaseClosed, CaseRatedElsewhere, DutyChanged, CatalogChanged, SettingsChanged,
+Event = Union[CaseOpened, CaseClosed, CaseCleared, CaseRatedElsewhere, DutyChanged, CatalogChanged, SettingsChanged,
               LevelPressed, ReasonToggled, ReasonsConfirmed, Back, Tick, Committed, CommitFailed]
 
 
@@ -219,6 +230,17 @@ def _on_case_closed(s: State, e: CaseClosed, now: float):
     return replace(s, case=None, case_rated=False, case_closed=False, qr=None), effects
 
 
+def _on_case_cleared(s: State, e: CaseCleared, now: float):
+    if s.case is None:
+        return _ignore(s, e, "no open case")
+    if s.phase in (Phase.REASONS, Phase.COMMITTING) and s.kind == "case":
+        # Let the citizen finish; marked rated so that abandoning it owes no follow-up either.
+        return replace(s, case_closed=True, case_rated=True), []
+    if s.phase == Phase.CASE:
+        s = _to_idle(s)
+    return replace(s, case=None, case_rated=False, case_closed=False, qr=None), []
+
+
 def _on_rated_elsewhere(s: State, e: CaseRatedElsewhere, now: float):
     if s.case is None or s.case.id != e.case_id:
         return _ignore(s, e, "not the open case")
@@ -264,6 +286,10 @@ def _on_level(s: State, e: LevelPressed, now: float):
     if s.phase == Phase.CASE:
         return _start_rating(s, e, "case", now)
     if s.phase == Phase.IDLE:
+        if s.case is not None and not s.case_rated and not s.case_closed:
+            # The case screen timed out but the case is still open at the center: the press is the
+            # citizen's rating of that case (a staff rating here would leave the case "unrated" → SMS).
+            return _start_rating(s, e, "case", now)
         if now < s.guard_until:
             return _ignore(s, e, "repeat press after a rating")
         if not s.settings.staff_rating_when_idle:
@@ -340,7 +366,8 @@ def _on_commit_failed(s: State, e: CommitFailed, now: float):
 
 
 _HANDLERS = {
-    CaseOpened: _on_case_opened, CaseClosed: _on_case_closed, CaseRatedElsewhere: _on_rated_elsewhere,
+    CaseOpened: _on_case_opened, CaseClosed: _on_case_closed, CaseCleared: _on_case_cleared,
+    CaseRatedElsewhere: _on_rated_elsewhere,
     DutyChanged: _on_duty, CatalogChanged: _on_catalog, SettingsChanged: _on_settings,
     LevelPressed: _on_level, ReasonToggled: _on_reason, ReasonsConfirmed: _on_confirm, Back: _on_back,
     Tick: _on_tick, Committed: _on_committed, CommitFailed: _on_commit_failed,

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from device import __version__, ids, machine, messages, qr, records
 from device.alarms import Alarms
+from device.case_age import CaseAge
 from device.config import Config, qr_key
 from device.courier import Courier
-from device.enrolled import REFRESH, REWIRE, Enrolled, PairingWatcher, _Rebind
-from device.machine import (CaseClosed, CaseOpened, CaseRatedElsewhere, CatalogChanged, CommitFailed,
+from device.enrolled import RE_ENROL, REFRESH, REWIRE, Enrolled, PairingWatcher, _Rebind
+from device.machine import (CaseCleared, CaseClosed, CaseOpened, CaseRatedElsewhere, CatalogChanged, CommitFailed,
                             Committed, CommitRating, DutyChanged, EmitUnrated, Ignored, SettingsChanged,
                             State, Tick)
 from device.messages import MessageError, Topics
@@ -54,7 +55,11 @@ class Terminal(Enrolled):
         self.device_id = device_id
         self.clock = clock
         self.data_dir = Path(cfg.device.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.chmod(self.data_dir, 0o700)  # ratings, credentials and keys: for the terminal's account only
+        except OSError as e:
+            log.warning("cannot make %s private (0700): %s", self.data_dir, e)
         self.enrolled = bool(cfg.enrolment.username)
         self.binding: dict | None = None
         self._creds: Credentials | None = None
@@ -73,16 +78,24 @@ class Terminal(Enrolled):
         self.topics = Topics(cfg.center.id, cfg.center.window, device_id)
         self.rejected: Counter[str] = Counter()
         self.alarms = Alarms(self._alarm_changed)
-        self.outbox = Outbox(self.data_dir / "outbox.db", cfg.outbox.capacity, on_alarm=self.alarms.raise_)
+        self.case_age = CaseAge(self.data_dir, cfg.case.max_age_h)
+        self.outbox = Outbox(self.data_dir / "outbox.db", cfg.outbox.capacity, on_alarm=self.alarms.raise_,
+                             on_clear=self.alarms.clear)
         self._qr_key = self._binding_qr_key or qr_key(cfg)
+        if self._qr_key is None and not self.enrolled:
+            log.error("no QR signing key (qr.key or qr.key_file): cases show no dynamic QR, only the screen")
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._watchers: list[Watcher] = []
         self._stop = threading.Event()
         self.state = State(settings=self._settings())
         self.link = self._make_link()
         self.courier = Courier(self.outbox, cfg.outbox, publish=self._publish_record, on_alarm=self.alarms.raise_,
-                               max_unacked=cfg.mqtt.max_inflight)
+                               on_clear=self.alarms.clear, clock=clock, max_unacked=cfg.mqtt.max_inflight)
         self._load_retained()
+        self._counts = self.outbox.counts()
+        roster = self.roster_duty() if self.enrolled else None
+        if roster is not None:  # no duty feed (yet): the binding's roster
+            self.state, _ = machine.step(self.state, roster, self.clock())
         self._pairing = self._current_pairing()
 
     # ---- public API for views -------------------------------------------------------------------
@@ -99,6 +112,11 @@ class Terminal(Enrolled):
     @property
     def online(self) -> bool:
         return self.link.connected.is_set()
+
+    @property
+    def connection_problem(self) -> str | None:
+        """Why the terminal is not connected, in words with host:port (maintenance screen); None when connected."""
+        return self.link.last_error
 
     def start(self) -> None:
         self.courier.start()
@@ -131,10 +149,13 @@ class Terminal(Enrolled):
                     self._rewire()
             elif isinstance(event, _Rebind):
                 self._rebind(event)
+            elif event is RE_ENROL:
+                self._re_enrol()
             else:
                 self.handle(event)
             if self.enrolled:
                 self._enrolment_tick()
+            self._check_counts()
             if self.clock() - last_status >= STATUS_EVERY_S:
                 last_status = self.clock()
                 self.publish_status()
@@ -165,6 +186,14 @@ class Terminal(Enrolled):
             self._notify()
         for effect in later:
             self._carry_out(effect)
+
+    def _check_counts(self) -> None:
+        """Core thread, once per loop (at least every second): the views hear of changed outbox counts
+        (receipts are taken on the courier's thread and change no state)."""
+        counts = self.outbox.counts()
+        if counts != self._counts:
+            self._counts = counts
+            self._notify()
 
     def _notify(self) -> None:
         for fn in self._watchers:
@@ -216,6 +245,9 @@ class Terminal(Enrolled):
         kind = self.topics.inbound().get(topic)
         if kind is None:
             return self._reject(topic, MessageError("unexpected_topic", topic[:80]))
+        if kind == "case" and not payload:  # an empty retained message: the center cleared the case
+            log.info("case cleared at %s (empty retained message)", self.cfg.center.window)
+            return self.submit(_Windowed(self.cfg.center.window, CaseCleared()))
         try:
             data = messages.decode(kind, payload, self.cfg.limits.max_message_bytes)
             self._apply(kind, data)
@@ -238,6 +270,8 @@ class Terminal(Enrolled):
             raise MessageError("wrong_device", data["device"])
         if self.enrolled and kind in ("case", "duty") and not self._serving():
             raise MessageError("not_serving", "this terminal takes no cases (retired, unpaired or revoked)")
+        if kind == "case":
+            self.case_age.check(data)  # too old, or older than a case already seen here: refused
         event = self._event_for(kind, data)
         if kind in RETAINED_FILES:
             self._save_retained(kind, data)
@@ -265,10 +299,14 @@ class Terminal(Enrolled):
         return machine.Settings(*(over.get(k, getattr(r, k)) for k in (
             "case_timeout_s", "reasons_timeout_s", "thanks_s", "staff_rating_when_idle", "repeat_guard_s")))
 
-    def dynamic_qr(self, case: Case) -> qr.DynamicQr:
-        """The platform's rating URL when the case brought one, else our signed, expiring token."""
+    def dynamic_qr(self, case: Case) -> qr.DynamicQr | None:
+        """The platform's rating URL when the case brought one, else our signed, expiring token; None
+        without a signing key (never the demo key unless `qr.demo`): the citizen rates on the screen."""
         if case.rating_url:
             return qr.DynamicQr(case.rating_url, tuple(map(tuple, qr.matrix(case.rating_url))), 0)
+        if self._qr_key is None:
+            log.warning("case %s: no QR signing key (qr.key, or the binding's): no dynamic QR", case.id)
+            return None
         token = qr.sign(self.cfg.qr.key_id, self._qr_key, center=self.cfg.center.id, case=case.id,
                         window=self.cfg.center.window, staff=case.staff.id, device=self.device_id,
                         ttl_s=self.cfg.qr.ttl_s)
@@ -323,16 +361,22 @@ class Terminal(Enrolled):
 
     def _alarm_changed(self, code: str, detail: str, state: str) -> None:
         if not hasattr(self, "link") or not self.online or self.mode == "enrolling":
-            return  # the retained status sent on (re)connect carries the active alarms
-        if state != "again":
+            return  # sent on (re)connect: the retained status and an event for each change meanwhile
+        self._send_alarm_events()
+        self.publish_status()  # the retained status always shows the current counts
+
+    def _send_alarm_events(self) -> None:
+        """An event for each alarm raised or cleared and not yet sent (e.g. raised at start, offline)."""
+        for code, detail, state in self.alarms.take_unsent():
             msg = records.alarm(code, detail, self.origin, ids.uuid7(), ids.wall_time(), cleared=state == "cleared")
             self.link.publish(self.topics.event, messages.encode(msg), qos=1)
-        self.publish_status()  # the retained status always shows the current counts
 
     def _connection(self, up: bool, reason: str) -> None:
         # An unpaired terminal delivers nothing: the enrolment account would be refused and the
         # records quarantined. They wait in the outbox for the terminal's own account.
         self.courier.connection(up and self.mode != "enrolling")
+        if up and self.mode != "enrolling":
+            self._send_alarm_events()
         if up:
             self._refusals = 0
             if self.mode == "paired":

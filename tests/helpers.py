@@ -12,7 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from center.simulator import CATALOG, STAFF
-from device import config, messages
+from device import config, ids, messages
 from device.link import no_delay
 
 
@@ -53,10 +53,14 @@ def terminals():
             t.stop()
 
 
+TEST_QR_KEY = "74657374207172206b6579206f6e6c79" * 2  # the test suite's own QR signing key (not the demo key)
+
+
 def terminal_config(port: int, data_dir, **env: str) -> config.Config:
     base = {"HCP_MQTT_PORT": str(port), "HCP_DEVICE_DATA_DIR": str(data_dir), "HCP_CENTER_ID": "C1",
             "HCP_CENTER_WINDOW": "W01", "HCP_MQTT_RECONNECT_MIN_S": "0.2", "HCP_MQTT_RECONNECT_MAX_S": "1",
-            "HCP_OUTBOX_RECEIPT_TIMEOUT_S": "2", "HCP_OUTBOX_RETRY_MAX_S": "4"}
+            "HCP_OUTBOX_RECEIPT_TIMEOUT_S": "2", "HCP_OUTBOX_RETRY_MAX_S": "4", "HCP_QR_KEY": TEST_QR_KEY,
+            "HCP_QR_KEY_ID": "test"}
     base.update({k.upper() if k.startswith("HCP_") else k: v for k, v in env.items()})
     return config.load([], base)
 
@@ -107,7 +111,7 @@ class Center:
         body = {"v": 1, "type": "case", "center": self.center, "window": self.window, "state": state,
                 "case": {"id": case_id, "item_code": "310115-001", "item_name": "居住证办理"},
                 "staff": STAFF[0], "applicant": {"token": "ap_0123456789abcdef", "display": "张*"},
-                "opened_at": "2026-11-26T09:00:00+08:00", **extra}
+                "opened_at": ids.wall_time(), **extra}  # now: the terminal refuses cases older than case.max_age_h
         self.publish(self.topics.case, body)
         return body
 

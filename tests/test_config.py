@@ -238,9 +238,13 @@ def test_many_problems_are_reported_together(tmp_path):
 # ---- the QR key -------------------------------------------------------------------------------
 
 def test_qr_key_sources(tmp_path):
-    assert qr_key(Config()) == DEMO_QR_KEY
+    assert qr_key(Config()) is None  # issue 8 item 7: never the published demo key by default
+    assert qr_key(load([], env={"HCP_QR_DEMO": "true"})) == DEMO_QR_KEY  # only when asked for
     key_hex = "ab" * 32
     assert qr_key(load([], env={"HCP_QR_KEY": key_hex})) == bytes.fromhex(key_hex)
+    assert qr_key(load([], env={"HCP_QR_KEY": key_hex, "HCP_QR_DEMO": "true"})) == bytes.fromhex(key_hex)
+    with pytest.raises(ConfigError, match="cannot read"):
+        qr_key(load([], env={"HCP_QR_KEY_FILE": str(tmp_path / "missing.key")}))
     path = _write(tmp_path, "qr.key", key_hex.upper() + "\n")
     assert qr_key(load([], env={"HCP_QR_KEY_FILE": str(path)})) == bytes.fromhex(key_hex)
     short = _write(tmp_path, "short.key", "ab" * 16)
@@ -252,6 +256,44 @@ def test_qr_key_sources(tmp_path):
     assert "not hex at all" not in str(err.value)
     with pytest.raises(ConfigError):
         load([], env={"HCP_QR_KEY": "ab" * 31})  # 31 bytes: too short
+
+
+def _check_config(tmp_path: Path, toml: str) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+    path = _write(tmp_path, "terminal.toml", f'[device]\nid = "t1"\ndata_dir = "{tmp_path / "data"}"\n' + toml)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HCP_")}
+    return subprocess.run([sys.executable, "-m", "device", "--config", str(path), "--check-config"], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_check_config_fails_loudly_without_a_qr_key(tmp_path):
+    """Issue 8 item 7: it said "configuration ok" and the terminal signed with the published demo key."""
+    r = _check_config(tmp_path, "")
+    assert r.returncode == 2 and "configuration ok" not in r.stdout
+    assert "qr.key: no QR signing key" in r.stderr
+    assert config.check(Config()) and not config.check(load([], env={"HCP_QR_DEMO": "true"}))
+
+
+@pytest.mark.parametrize("toml", [f'[qr]\nkey = "{"ab" * 32}"\n', "[qr]\ndemo = true\n",
+                                  '[enrolment]\nusername = "enrol-c1"\npassword = "x"\n'])
+def test_check_config_passes_with_a_key_the_demo_switch_or_enrolment(tmp_path, toml):
+    r = _check_config(tmp_path, toml)
+    assert r.returncode == 0 and "configuration ok" in r.stdout, r.stderr
+
+
+def test_check_config_names_an_unreadable_key_file(tmp_path):
+    r = _check_config(tmp_path, f'[qr]\nkey_file = "{tmp_path / "nope.key"}"\n')
+    assert r.returncode == 2 and "qr.key_file: cannot read" in r.stderr
+
+
+def test_case_age_and_idle_staff_rating_defaults():
+    """Issue 8 items 13 and 16: a 12 h limit on open cases; idle staff ratings off unless configured."""
+    cfg = Config()
+    assert cfg.case.max_age_h == 12 and cfg.rating.staff_rating_when_idle is False
+    assert load([], env={"HCP_CASE_MAX_AGE_H": "48"}).case.max_age_h == 48
+    assert _problems([], {"HCP_CASE_MAX_AGE_H": "0"})
 
 
 # ---- hypothesis: whatever arrives, the result is a valid Config or a ConfigError -------------

@@ -15,9 +15,12 @@ def case(cid: str = "C1") -> Case:
     return Case(cid, "310115-001", "居住证办理", STAFF, "ap_0123456789", "张*")
 
 
+STAFF_ON = m.Settings(staff_rating_when_idle=True)
+
+
 def run(events, state: m.State | None = None, start: float = 0.0):
     """Feed (event, at) pairs; return the final state and all effects."""
-    s = state or m.State(catalog=CAT, staff=STAFF)
+    s = state or m.State(catalog=CAT, staff=STAFF, settings=STAFF_ON)
     effects = []
     for ev, at in events:
         s, eff = m.step(s, ev, at)
@@ -126,11 +129,64 @@ def test_staff_only_rating_when_idle():
 
 
 def test_staff_only_rating_needs_staff_on_duty_and_the_setting():
-    _, eff = run([(m.LevelPressed(Level.SATISFIED), 0)], m.State())
+    _, eff = run([(m.LevelPressed(Level.SATISFIED), 0)], m.State(settings=STAFF_ON))
     assert not commits(eff)
     off = m.State(staff=STAFF, settings=m.Settings(staff_rating_when_idle=False))
     _, eff = run([(m.LevelPressed(Level.SATISFIED), 0)], off)
     assert not commits(eff)
+
+
+def test_idle_staff_ratings_are_off_unless_configured():
+    """Issue 8 item 16: at a case window anyone could add a staff rating every repeat_guard_s."""
+    assert m.Settings().staff_rating_when_idle is False
+    _, eff = run([(m.LevelPressed(Level.SATISFIED), 0)], m.State(catalog=CAT, staff=STAFF))
+    assert not commits(eff)
+
+
+@pytest.mark.parametrize("staff_on", [True, False])
+def test_a_press_after_the_case_screen_timed_out_rates_the_open_case(staff_on):
+    """Issue 8 item 15: the case is still open at the center, so the press is that case's rating —
+    not a staff rating that leaves the case `unrated` (an SMS to the citizen who just pressed)."""
+    state = m.State(catalog=CAT, staff=STAFF, settings=m.Settings(staff_rating_when_idle=staff_on))
+    s, _ = run([(m.CaseOpened(case()), 0), (m.Tick(), 121)], state)
+    assert s.phase == m.Phase.IDLE and s.case is not None
+    s, eff = m.step(s, m.LevelPressed(Level.SATISFIED, Channel.KEYS), 300)
+    [draft] = commits(eff)
+    assert (draft.kind, draft.case.id, draft.staff.id, draft.channel) == ("case", "C1", "S1", Channel.KEYS)
+    s, _ = m.step(s, m.Committed("r1"), 300)
+    s, eff = run([(m.Tick(), 400), (m.CaseClosed("C1"), 401)], s)
+    assert s.case is None and not any(isinstance(e, m.EmitUnrated) for e in eff)
+
+
+def test_a_bad_press_after_the_case_screen_timed_out_asks_reasons_for_the_case():
+    s, _ = run([(m.CaseOpened(case()), 0), (m.Tick(), 121), (m.LevelPressed(Level.DISSATISFIED), 200),
+                (m.ReasonToggled("501"), 201)])
+    assert s.phase == m.Phase.REASONS and s.kind == "case"
+    s, _ = m.step(s, m.Back(), 202)
+    assert s.phase == m.Phase.CASE  # back to the case it belongs to
+
+
+def test_a_cleared_case_leaves_without_an_unrated_follow_up():
+    """Issue 8 item 13: an empty retained payload clears the case; it is not a close."""
+    s, eff = run([(m.CaseOpened(case()), 0), (m.CaseCleared(), 1)])
+    assert s.phase == m.Phase.IDLE and s.case is None and s.qr is None
+    assert not any(isinstance(e, m.EmitUnrated) for e in eff)
+    s, eff = run([(m.CaseClosed("C1"), 2), (m.LevelPressed(Level.SATISFIED), 3)], s)
+    assert not any(isinstance(e, m.EmitUnrated) for e in eff)
+    assert all(d.kind == "staff" for d in commits(eff))  # the cleared case is not rateable any more
+
+
+def test_a_case_cleared_while_choosing_reasons_lets_the_citizen_finish_and_owes_nothing():
+    s, _ = run([(m.CaseOpened(case()), 0), (m.LevelPressed(Level.DISSATISFIED), 1), (m.CaseCleared(), 2)])
+    assert s.phase == m.Phase.REASONS
+    s, eff = m.step(s, m.Tick(), 1 + s.settings.reasons_timeout_s)
+    assert s.phase == m.Phase.IDLE and s.case is None and eff == []
+    s, eff = run([(m.CaseOpened(case("C2")), 0), (m.LevelPressed(Level.DISSATISFIED), 1), (m.CaseCleared(), 2),
+                  (m.ReasonToggled("501"), 3), (m.ReasonsConfirmed(), 4)])
+    [draft] = commits(eff)
+    assert draft.case.id == "C2"
+    s, eff = m.step(s, m.Committed("r"), 4)
+    assert s.phase == m.Phase.THANKS and s.case is None and eff == []
 
 
 def test_new_case_replaces_an_unrated_one_and_reports_it():
@@ -154,7 +210,7 @@ def test_catalog_change_drops_codes_that_no_longer_exist():
 
 EVENTS = st.one_of(
     st.builds(m.CaseOpened, st.sampled_from([case("A"), case("B")]), st.booleans()),
-    st.builds(m.CaseClosed, st.sampled_from(["A", "B", "Z"])),
+    st.builds(m.CaseClosed, st.sampled_from(["A", "B", "Z"])), st.just(m.CaseCleared()),
     st.builds(m.CaseRatedElsewhere, st.sampled_from(["A", "B"])),
     st.builds(m.LevelPressed, st.sampled_from(list(Level)), st.sampled_from([Channel.TOUCH, Channel.KEYS])),
     st.builds(m.ReasonToggled, st.sampled_from(["501", "505", "x"])),
@@ -174,8 +230,9 @@ def test_a_case_reopened_after_its_rating_is_not_rated_again():
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.tuples(EVENTS, st.floats(0, 200)), max_size=40))
 def test_invariants_under_any_event_sequence(script):
-    """Whatever happens: at most one case rating per case, bad ratings carry reasons and a catalog."""
-    s = m.State(catalog=CAT, staff=STAFF)
+    """Whatever happens: at most one case rating per case, bad ratings carry reasons and a catalog,
+    never a staff rating while a case is open and unrated, never `unrated` for a case rated here."""
+    s = m.State(catalog=CAT, staff=STAFF, settings=STAFF_ON)
     now = 0.0
     rated_cases: list[str] = []
     pending: m.RatingDraft | None = None
@@ -183,6 +240,7 @@ def test_invariants_under_any_event_sequence(script):
         now += dt
         if isinstance(ev, (m.Committed, m.CommitFailed)) and pending is None:
             continue  # the runtime only answers a commit it was asked for
+        before = s
         s, eff = m.step(s, ev, now)
         if isinstance(ev, m.Committed) and pending.kind == "case":
             rated_cases.append(pending.case.id)
@@ -197,5 +255,9 @@ def test_invariants_under_any_event_sequence(script):
                 assert d.case.id not in rated_cases, "one case, one rating"
             else:
                 assert d.case is None
+                assert before.case is None or before.case_rated, "a staff rating while a case is open"
+        for e in eff:
+            if isinstance(e, m.EmitUnrated):
+                assert e.case.id not in rated_cases, "unrated follow-up for a case rated here"
         assert s.phase != m.Phase.REASONS or s.level.is_bad
         assert (s.phase == m.Phase.COMMITTING) == (pending is not None)

@@ -190,7 +190,19 @@ def test_bare_phone_or_id_numbers_are_not_applicant_tokens(token):
         assert err.value.reason == "personal_data"
 
 
-@pytest.mark.parametrize("token", ["ap_13800138000", "00000001", "1380013800a", "T110105194912310021"])
+@pytest.mark.parametrize("token", ["id310101199001011234", "tel_13800138000", "ap_13800138000", "T110105194912310021",
+                                   "13800138000x", "tel-138-0013-8000"])
+def test_a_phone_or_id_number_behind_a_letter_prefix_is_not_a_token(token):
+    """Issue 8 item 8: `id…`/`tel_…` tokens passed because only the bare number was refused."""
+    case = _load(GOLDEN_DIR / "valid" / "case-open.json")
+    case["applicant"]["token"] = token
+    with pytest.raises(MessageError) as err:
+        messages.decode("case", json.dumps(case))
+    assert err.value.reason == "personal_data"
+
+
+@pytest.mark.parametrize("token", ["00000001", "1380013800a", "a1b13800138000", "ap_5f0c2a9e71b3d846",
+                                   "ap_0123456789abcdef"])
 def test_tokens_that_merely_contain_digits_are_accepted(token):
     case = _load(GOLDEN_DIR / "valid" / "case-open.json")
     case["applicant"]["token"] = token
@@ -214,6 +226,102 @@ def test_personal_data_checks_apply_to_staff_names_on_case_and_duty():
     assert err.value.reason == "personal_data"
     case["staff"]["name"] = "王芳12345"  # five digits: a work number, allowed
     assert messages.decode("case", json.dumps(case))
+
+
+# ---- personal data in any digit form (issue 8 item 8) -------------------------------------------
+
+DIGIT_FORMS = ["0123456789", "０１２３４５６７８９", "٠١٢٣٤٥٦٧٨٩", "۰۱۲۳۴۵۶۷۸۹", "०१२३४५६७८९", "〇一二三四五六七八九",
+               "零壹贰叁肆伍陆柒捌玖", "𝟎𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖𝟗", "০১২৩৪৫৬৭৮৯"]
+SEPARATORS = ["", " ", "-", ".", "_", "\u3000", "\u200b", "－", "—", "·", "/", "\u00a0"]
+ZH_NUMERALS = set("〇一二三四五六七八九零壹贰叁肆伍陆柒捌玖幺")
+PLAIN_ZH = st.text(st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF).filter(lambda c: c not in ZH_NUMERALS),
+                   max_size=8)
+
+
+def _text_fields(text: str) -> list[tuple[str, dict]]:
+    """(kind, message) with `text` in each display field a terminal shows."""
+    case = _load(GOLDEN_DIR / "valid" / "case-open.json")
+    duty = _load(GOLDEN_DIR / "valid" / "duty-staffed.json")
+    catalog = _load(GOLDEN_DIR / "valid" / "catalog-full.json")
+    binding = _load(GOLDEN_DIR / "valid" / "binding-active.json")
+    out = []
+    for path in (("case", "item_name"), ("staff", "name"), ("applicant", "display")):
+        m = copy.deepcopy(case)
+        m[path[0]][path[1]] = text
+        out.append(("case", m))
+    out.append(("duty", {**duty, "window_name": text}))
+    out.append(("duty", {**duty, "staff": {**duty["staff"], "name": text}}))
+    for key in ("zh", "en", "group"):
+        m = copy.deepcopy(catalog)
+        m["reasons"][-1][key] = text
+        out.append(("catalog", m))
+    out.append(("binding", {**binding, "window_name": text}))
+    out.append(("binding", {**binding, "staff": [{"id": "S1", "name": text}]}))
+    limits = [64, 32, 16, 32, 32, 64, 64, 16, 32, 32]  # the schema's maxLength of each field above
+    return [m for m, limit in zip(out, limits) if len(text) <= limit]
+
+
+@st.composite
+def disguised_numbers(draw, max_len: int = 16) -> str:
+    """A phone or ID-card number in mixed digit forms with separators, inside ordinary Chinese text."""
+    number = draw(st.one_of(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True),
+                            st.from_regex(r"[1-6][0-9]{16}[0-9]", fullmatch=True)))
+    parts = []
+    for i, ch in enumerate(number):
+        if i:
+            parts.append(draw(st.sampled_from(SEPARATORS)))
+        parts.append(draw(st.sampled_from(DIGIT_FORMS))[int(ch)])
+    text = draw(PLAIN_ZH) + "".join(parts) + draw(PLAIN_ZH)
+    return text[:max_len] if len("".join(parts)) <= max_len else "".join(parts)[:max_len]
+
+
+def test_the_reported_disguises_are_refused_in_every_display_field():
+    for text in ["138 0013 8000", "tel_13800138000", "id310101199001011234", "１３８００１３８０００",
+                 "١٣٨٠٠١٣٨٠٠٠", "一三八〇〇一三八〇〇〇", "幺三八零零幺三八零零零", "138\u200b0013\u200b8000"]:
+        for kind, msg in _text_fields(text):
+            with pytest.raises(MessageError) as err:
+                messages.decode(kind, json.dumps(msg))
+            assert err.value.reason == "personal_data", (kind, text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_any_disguised_phone_or_id_number_is_refused(data):
+    text = data.draw(disguised_numbers(max_len=16))
+    if len(messages.digit_view(text)) < 6:
+        return  # cut to nothing by a field's length limit (cannot happen with these limits; a guard)
+    for kind, msg in _text_fields(text):
+        with pytest.raises(MessageError) as err:
+            messages.decode(kind, json.dumps(msg))
+        assert err.value.reason == "personal_data", (kind, text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.from_regex(r"[A-Za-z]{0,6}[_-]?", fullmatch=True),
+       number=st.one_of(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True),
+                        st.from_regex(r"[0-9]{17}[0-9Xx]", fullmatch=True)),
+       seps=st.lists(st.sampled_from(["", "", "-", "_"]), min_size=18, max_size=18),
+       suffix=st.from_regex(r"[A-Za-z]{0,4}", fullmatch=True))
+def test_any_phone_or_id_number_token_is_refused(prefix, number, seps, suffix):
+    token = prefix + "".join(s + d for s, d in zip(["", *seps], number)) + suffix
+    case = _load(GOLDEN_DIR / "valid" / "case-open.json")
+    case["applicant"]["token"] = token
+    with pytest.raises(MessageError) as err:
+        messages.decode("case", json.dumps(case))
+    assert err.value.reason == "personal_data"
+
+
+ITEM_NAMES = ["居住证办理", "一网通办", "营业执照变更", "社保卡补办", "不动产登记查询", "第一窗口", "二〇二六年度个税汇算",
+              "出入境证件办理（一次办）", "12345热线转办", "三级医院挂号", "一件事一次办", "七日内办结"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.one_of(st.sampled_from(ITEM_NAMES), PLAIN_ZH.filter(bool)),
+       extra=st.one_of(st.just(""), st.integers(0, 99999).map(str), PLAIN_ZH))
+def test_ordinary_item_names_and_texts_are_accepted(name, extra):
+    text = (name + extra)[:16]
+    for kind, msg in _text_fields(text):
+        assert messages.decode(kind, json.dumps(msg))
 
 
 # ---- hypothesis: strategies ---------------------------------------------------------------------
@@ -387,7 +495,7 @@ def ratings(draw) -> dict:
     kind = draw(st.sampled_from(["case", "staff", "hall"]))
     level = draw(st.sampled_from(LEVELS))
     msg = {"v": 1, "type": "rating", "id": draw(uuids), "device": draw(ids), "center": draw(ids),
-           "window": draw(ids), "seq": draw(st.integers(1, 2**63)), "ts": draw(timestamps()), "kind": kind,
+           "window": draw(ids), "seq": draw(st.integers(1, 2**53 - 1)), "ts": draw(timestamps()), "kind": kind,
            "level": level.value, "channel": draw(st.sampled_from(list(Channel))).value}
     if kind == "case":
         msg.update(case=draw(case_ids), staff=draw(ids), applicant=draw(tokens))

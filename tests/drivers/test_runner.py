@@ -93,7 +93,7 @@ def test_touch_box_keys_wait_for_the_screen_in_reasons(rig_term, factory, clock)
 
 
 def test_idle_key_rates_the_staff_on_duty(rig_term, factory, clock):
-    t, a = rig_term()
+    t, a = rig_term(HCP_RATING_STAFF_RATING_WHEN_IDLE="true")  # off by default (issue 8 item 16)
     press(factory, clock, a.profile.keys.pins["very_satisfied"])
     wait_for(lambda: t.state.phase == Phase.THANKS and t.state.kind == "staff", 5, "staff rating")
 
@@ -119,7 +119,7 @@ def test_check_names_the_wrong_key(offline_terminal):
 
 def test_first_press_on_a_dark_screen_only_wakes_it(rig_term, factory, clock):
     wall = FakeClock()
-    t, a = rig_term(local_now=lambda: local(22, 0, 1), wall=wall, HCP_HARDWARE_DIM_AFTER_S="10",
+    t, a = rig_term(local_now=lambda: local(22, 0, 1), wall=wall, HCP_HARDWARE_DIM_AFTER_S="10", HCP_RATING_STAFF_RATING_WHEN_IDLE="true",
                     HCP_HARDWARE_OPENING_HOURS="mon-fri 08:30-17:30")
     wall.advance(3600)  # an hour after the last activity, at night
     wait_for(lambda: a.keeper.is_dark and a.rig.backlight.percent == 0, 5, "backlight off")
@@ -176,7 +176,7 @@ def test_stuck_key_raises_and_clears_an_alarm(rig_term, factory, clock):
 
 
 def test_missing_parts_are_alarms_and_the_rest_runs(offline_terminal, factory, clock, tmp_path):
-    t = offline_terminal()
+    t = offline_terminal(HCP_RATING_STAFF_RATING_WHEN_IDLE="true")  # idle staff ratings: off by default
     rig = Rig("buttons-only-box", simulate=False, pin_factory=factory, sysfs_root=str(tmp_path / "nosys"),
               key_clock=clock)
     assert set(rig.problems) == {"backlight", "display"}

@@ -9,7 +9,7 @@ import threading
 
 from center.ledger import Ledger, query
 from center.simulator import CATALOG
-from device import messages
+from device import ids, messages
 from device.machine import LevelPressed, Phase
 from device.model import Channel, Level
 from tests.helpers import wait_for
@@ -23,7 +23,7 @@ def case(window: str, case_id: str, state: str = "open") -> bytes:
     return messages.encode({"v": 1, "type": "case", "center": CENTER, "window": window, "state": state,
                             "case": {"id": case_id, "item_code": "310115-001", "item_name": "居住证办理"},
                             "staff": STAFF, "applicant": {"token": "ap_0123456789abcdef", "display": "张*"},
-                            "opened_at": "2026-11-26T09:00:00+08:00"})
+                            "opened_at": ids.wall_time()})  # now: older cases are refused (case.max_age_h)
 
 
 def seen_cases(term) -> list[str]:
