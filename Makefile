@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bootstrapped
 
-.PHONY: run test bench clean
+.PHONY: run test bench screens voices clean
 
 $(STAMP): pyproject.toml tools/bootstrap
 	VENV=$(VENV) tools/bootstrap
@@ -20,6 +20,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run
 	$(PY) -m bench.report
+
+## screens: render the README's pictures into docs/screens/ (tests write to a temp dir otherwise)
+screens: $(STAMP)
+	HCP_SCREENS_DIR=docs/screens $(PY) -m pytest -q -p no:cacheprovider tests/ui/test_layout.py \
+		tests/provisioning/test_browser.py
+
+## voices: render the voice prompts (ui/voice/) with espeak-ng's Mandarin voice
+voices: $(STAMP)
+	$(PY) tools/render-voices
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .hypothesis

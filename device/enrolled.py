@@ -10,6 +10,7 @@ device/enrolment.py.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING, Callable
 from device import __version__, identity, messages, records
 from device.config import Config, qr_key
 from device.link import Link
-from device.machine import Phase, State
+from device.machine import DutyChanged, Phase, State
 from device.messages import MessageError, Topics
+from device.model import Staff
 
 if TYPE_CHECKING:
     from device.enrolment import Pairing
@@ -28,6 +30,7 @@ log = logging.getLogger("device.terminal")
 
 REFRESH = object()  # not a machine event: only asks the views to render again (core thread)
 REWIRE = object()   # core thread: credentials arrived or were forgotten; reconnect as who we now are
+RE_ENROL = object()  # core thread: the technician asked to enrol again (maintenance screen)
 REFUSED_AFTER = 2   # consecutive refusals (each password tried) before the screen says "refused"
 PairingWatcher = Callable[["Pairing | None"], None]
 
@@ -54,6 +57,39 @@ class Enrolled:
         if not self.enrolled:
             return "plain"
         return "paired" if self._creds is not None else "enrolling"
+
+    @property
+    def window_name(self) -> str:
+        """The served window's name from the binding ("" when configured by hand or not bound)."""
+        b = self.binding or {}
+        return b.get("window_name", "") if b.get("state") == "active" else ""
+
+    def roster_duty(self) -> "DutyChanged | None":
+        """Without a duty feed, the binding's roster: its only member is the one on duty (with several,
+        nobody can be assumed to be at the counter); the window's name either way. None when a duty
+        message for this window was received (it rules) or there is no active binding."""
+        b = self.binding or {}
+        if b.get("state") != "active" or self._duty_received():
+            return None
+        staff = b.get("staff") or []
+        return DutyChanged(Staff.from_msg(staff[0]) if len(staff) == 1 else None, b.get("window_name", ""))
+
+    def _duty_received(self) -> bool:
+        """A duty message for the window served now is kept on disk (device.terminal RETAINED_FILES)."""
+        try:
+            return json.loads((self.data_dir / "duty.json").read_bytes()).get("window") == self.cfg.center.window
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def re_enrol(self) -> str:
+        """Maintenance (any thread): forget this terminal's account and binding, announce again for a code.
+
+        Ratings not delivered yet stay in the outbox and go out under the next account. A terminal
+        configured by hand has nothing to enrol with: ValueError."""
+        if self.mode == "plain":
+            raise ValueError("configured by hand ([enrolment] not set): nothing to re-enrol")
+        self.submit(RE_ENROL)
+        return "announcing again for a pairing code"
 
     def watch_pairing(self, fn: PairingWatcher) -> None:
         """`fn(pairing)` now and on the core thread after every change (also re-renders `watch` views)."""
@@ -124,8 +160,9 @@ class Enrolled:
                       on_connection=self._connection)
         if self.mode == "enrolling":
             import secrets
-            # A random client id: nobody holding the shared enrolment account can knock this one off.
-            return Link(self.cfg.mqtt, f"enrol-{self.device_id}-{secrets.token_hex(4)}", will_topic=None,
+            # A random client id (128 bits) in the enrol- namespace: nobody holding the shared enrolment
+            # account can knock this one off, and it never names a paired terminal's session.
+            return Link(self.cfg.mqtt, f"enrol-{self.device_id}-{secrets.token_urlsafe(16)}", will_topic=None,
                         will_payload=b"", subscriptions=[self.topics.answer(self._key_id)],
                         on_connected_publish=self._announce, on_refused=self._refused, persistent=False, **common)
         client_id = self._creds.client_id if self.mode == "paired" else self.device_id
@@ -274,6 +311,17 @@ class Enrolled:
                 self._leave()
         self._pairing_changed()
 
+    def _re_enrol(self) -> None:
+        """Core thread: what `re_enrol` asked for."""
+        from device import enrolment
+        log.warning("re-enrolment asked on the maintenance screen: forgetting this terminal's account")
+        if self.mode == "paired":
+            enrolment.forget(self.data_dir, enrolment.CREDENTIALS_FILE, enrolment.BINDING_FILE, "duty.json",
+                             "config.json")
+            self._creds, self.binding, self._binding_qr_key, self._creds_pending = None, None, None, None
+        self._code, self._code_until, self._last_hello, self._refusals = ("", 0.0), 0.0, -1e18, 0
+        self._rewire()
+
     def _leave(self) -> None:
         """Unpaired at the center and nothing left to deliver: forget the account, enrol again."""
         from device import enrolment
@@ -307,9 +355,13 @@ class Enrolled:
             self._creds = replace(self._creds, window=e.binding["window"])
             enrolment.save_credentials(self.data_dir, self._creds)
         self._switch_window(self._effective_cfg())
+        roster = self.roster_duty()
+        if roster is not None:
+            self.handle(roster)
         self.link.set_subscriptions(self._subscriptions())
         self.publish_status()
         self._pairing_changed()
+        self._notify()  # views re-read what the binding brings (window name, hall and staff QR codes)
 
     def _switch_window(self, cfg: Config) -> None:
         """Core thread: adopt `cfg`; moving to another window (or ceasing to serve) clears its inputs."""

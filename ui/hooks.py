@@ -1,7 +1,8 @@
-"""Maintenance actions that later parts of the firmware provide (test keys, printer, re-enrolment).
+"""Maintenance actions that other parts of the firmware provide (test keys, printer).
 
 The maintenance screen shows one button per known action; a button is disabled until something
-registers a hook for it:
+registers a hook for it (the kiosk registers the core's own: `requeue` re-offers quarantined
+records, `re_enrol` forgets an enrolled terminal's pairing and announces again):
 
     hooks = MaintenanceHooks()
     hooks.register("print_test_page", printer.print_test_page)
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 # action name → i18n key of its button label, in screen order
 ACTIONS: dict[str, str] = {
+    "requeue": "maint.requeue",
     "test_keys": "maint.test_keys",
     "print_test_page": "maint.print_test",
     "re_enrol": "maint.re_enrol",

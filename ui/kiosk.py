@@ -77,7 +77,8 @@ class Stage(FloatLayout):
 class Maintenance:
     """The hidden gesture, the PIN and the maintenance panel: local to the UI, unknown to the core.
 
-    Gesture: five taps within four seconds in the top-left corner of the idle or unpaired screen.
+    Gesture: five taps within four seconds in the top-left corner of any screen (`GESTURE_SCREENS`).
+    Actions that cannot be undone (`CONFIRM`) run on a second press; anything else cancels that.
     """
 
     TAPS = 5
@@ -85,6 +86,7 @@ class Maintenance:
     MAX_TRIES = 5
     LOCK_S = 60.0
     PIN_MAX = 12
+    CONFIRM = {"re_enrol": "maint.confirm_re_enrol"}
 
     def __init__(self, kiosk: "Kiosk", pin: str, timeout_s: float, clock: Callable[[], float] = time.monotonic):
         self.k = kiosk
@@ -96,6 +98,7 @@ class Maintenance:
         self.message = ""
         self.result = ""
         self.failures = 0
+        self.confirming: str | None = None
         self.locked_until = 0.0
         self._taps: list[float] = []
         self._timer = None
@@ -159,15 +162,31 @@ class Maintenance:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.screen, self.entered, self.message = None, "", ""
+        self.screen, self.entered, self.message, self.confirming = None, "", "", None
         self.k.render()
 
     def run(self, action: str) -> None:
+        t = self.k.t
+        if action in self.CONFIRM and self.confirming != action:
+            self.confirming, self.result = action, t(self.CONFIRM[action])
+            return self.k.render()
+        self.confirming = None
         ok, msg = self.k.hooks.run(action)
-        name = self.k.t(ACTIONS[action])
-        self.result = self.k.t("maint.hook_done" if ok else "maint.hook_failed", name=name) + \
-            (f"{DASH}{msg}" if msg else "")
+        name = t(ACTIONS[action])
+        self.result = t("maint.hook_done" if ok else "maint.hook_failed", name=name) + (f"{DASH}{msg}" if msg else "")
         self.k.render()
+
+    def action_state(self, action: str) -> tuple[bool, str]:
+        """(enabled, label) of an action's button."""
+        k, t = self.k, self.k.t
+        label = t(ACTIONS[action])
+        if action == "re_enrol" and not k.hooks.available(action) and getattr(k.terminal, "mode", "plain") == "plain":
+            return False, label + "\n" + t("maint.manual")
+        if self.confirming == action:
+            return True, t("maint.confirm", name=label)
+        if action == "requeue":
+            return k.hooks.available(action) and k.status.quarantined > 0, label
+        return k.hooks.available(action), label
 
     def toggle_language(self) -> None:
         self.k.set_language("en" if self.k.t.language == "zh" else "zh")
@@ -177,7 +196,7 @@ class Maintenance:
         cfg = k.terminal.cfg
         return present.maintenance_rows(k.t, device_id=k.device_id, window=k.window_id, host=cfg.mqtt.host,
                                         port=cfg.mqtt.port, status=k.status, network=k.network(),
-                                        ui_errors=k.errors)
+                                        ui_errors=k.errors, problem=k.status.problem)
 
 
 class Kiosk:
@@ -187,11 +206,10 @@ class Kiosk:
                  voice: Voice | None = None, photo_dir: str | Path | None = None,
                  network: Callable[[], list[str]] = netinfo.summary):
         self.terminal = terminal
-        self.ui = terminal.cfg.ui
         self.device_id = terminal.device_id
-        self.window_id = terminal.cfg.center.window
         self.pairing = pairing
         self.hooks = hooks or MaintenanceHooks()
+        self._core_hooks()
         self.voice: Voice = voice or Silent()
         self.network = network
         self.t = Translator(self.ui.language)
@@ -218,6 +236,40 @@ class Kiosk:
         self._idle_event = None
         self._attached = False
         self._listeners: list[Callable[["Kiosk"], None]] = []
+
+    def _core_hooks(self) -> None:
+        """The maintenance actions the core itself offers (unless the caller registered its own)."""
+        term = self.terminal
+        if not self.hooks.available("requeue") and hasattr(term, "courier"):
+            self.hooks.register("requeue", self._requeue)
+        if not self.hooks.available("re_enrol") and getattr(term, "mode", "plain") != "plain":
+            self.hooks.register("re_enrol", self._re_enrol)
+
+    def _requeue(self) -> str:
+        """Offer the quarantined records again (after the center fixed the cause: protocol §7)."""
+        n = self.terminal.outbox.counts().quarantined
+        self.terminal.courier.requeue()
+        return self.t("maint.requeued", n=n)
+
+    def _re_enrol(self) -> str:
+        self.terminal.re_enrol()
+        return self.t("maint.re_enrolling")
+
+    # ---- what the core serves now (a pairing or a move changes it: read at every render) -----------
+
+    @property
+    def ui(self):
+        """The `[ui]` settings in force (a binding brings the hall QR and the staff QR template)."""
+        return self.terminal.cfg.ui
+
+    @property
+    def window_id(self) -> str:
+        return self.terminal.cfg.center.window
+
+    @property
+    def window_name(self) -> str:
+        """The window's name from the binding ("" for a terminal configured by hand)."""
+        return getattr(self.terminal, "window_name", "") or ""
 
     # ---- wiring ---------------------------------------------------------------------------------
 

@@ -50,12 +50,14 @@ class Status:
     capacity: int
     alarms: tuple[str, ...] = ()
     last_error: str = ""
+    problem: str = ""  # the core's `connection_problem` (why it is not connected), "" when none
 
     @classmethod
     def of(cls, terminal) -> "Status":
         c = terminal.outbox.counts()
         return cls(bool(terminal.online), c.pending, c.quarantined, c.capacity,
-                   tuple(sorted(terminal.alarms.active())), terminal.alarms.last_error)
+                   tuple(sorted(terminal.alarms.active())), terminal.alarms.last_error,
+                   getattr(terminal, "connection_problem", None) or "")
 
 
 class Screen(str, Enum):
@@ -74,7 +76,8 @@ class Screen(str, Enum):
 _BY_PHASE = {Phase.IDLE: Screen.IDLE, Phase.CASE: Screen.CASE, Phase.REASONS: Screen.REASONS,
              Phase.THANKS: Screen.THANKS, Phase.RATED_ELSEWHERE: Screen.RATED_ELSEWHERE,
              Phase.UNAVAILABLE: Screen.UNAVAILABLE}
-GESTURE_SCREENS = (Screen.IDLE, Screen.UNPAIRED)  # where the hidden maintenance gesture works
+# where the hidden maintenance gesture works: every screen but the maintenance screens themselves
+GESTURE_SCREENS = tuple(s for s in Screen if s not in (Screen.PIN, Screen.MAINTENANCE))
 
 
 def screen_for(state: State, pairing: PairingInfo | None, maintenance: Screen | None = None,
@@ -107,8 +110,9 @@ def staff_line(t: Translator, staff: Staff) -> str:
         t("case.staff_plain", name=staff.name)
 
 
-def window_title(t: Translator, state: State, window_id: str) -> str:
-    return state.window_name or t("window.default", window=window_id)
+def window_title(t: Translator, state: State, window_id: str, bound_name: str = "") -> str:
+    """The duty feed's window name, else the binding's, else "W01 号窗口" (always the window served now)."""
+    return state.window_name or bound_name or t("window.default", window=window_id)
 
 
 def status_text(t: Translator, s: Status) -> str:
@@ -133,14 +137,15 @@ def pages(reasons: Sequence[Reason], per_page: int) -> list[tuple[Reason, ...]]:
 
 
 def maintenance_rows(t: Translator, *, device_id: str, window: str, host: str, port: int, status: Status,
-                     network: Iterable[str], ui_errors: int) -> list[tuple[str, str]]:
-    """(label, value) lines of the maintenance panel."""
+                     network: Iterable[str], ui_errors: int, problem: str | None = None) -> list[tuple[str, str]]:
+    """(label, value) lines of the maintenance panel; `problem` is the core's `connection_problem`."""
     broker = t("maint.connected" if status.online else "maint.disconnected", host=host, port=port)
     return [
         (t("maint.device"), device_id),
         (t("maint.firmware"), __version__),
         (t("maint.window"), window),
         (t("maint.broker"), broker),
+        (t("maint.connection"), problem or t("maint.none")),
         (t("maint.outbox"), t("maint.outbox_value", pending=status.pending, capacity=status.capacity)),
         (t("maint.quarantine"), str(status.quarantined)),
         (t("maint.alarms"), ", ".join(status.alarms) or t("maint.none")),

@@ -19,7 +19,7 @@ from ui.hooks import ACTIONS
 from ui.i18n import DOT, TICK
 from ui.present import Screen
 from ui.theme import PALETTE
-from ui.widgets import Avatar, BigButton, CheckMark, LevelButton, Panel, PinPad, QrView, Text, TopBar
+from ui.widgets import Avatar, BigButton, CheckMark, LevelButton, Panel, PinPad, QrView, Text, TopBar, text_width
 
 
 class BaseScreen(Panel):
@@ -57,8 +57,8 @@ class BaseScreen(Panel):
 
     def update_bar(self, state: State) -> None:
         k = self.k
-        self.bar.show(present.window_title(k.t, state, k.window_id), present.status_text(k.t, k.status),
-                      k.status.online, k.clock_text())
+        self.bar.show(present.window_title(k.t, state, k.window_id, k.window_name),
+                      present.status_text(k.t, k.status), k.status.online, k.clock_text())
 
     def on_enter(self) -> None:
         """Called when the screen comes up (not on every update)."""
@@ -81,8 +81,10 @@ def level_row_height(g) -> float:
     return round(max(g.target, g.px(18), g.height * 0.2))
 
 
-def qr_card(screen: BaseScreen, caption: str, width: float | None = None, lines: int = 2) -> tuple[Panel, QrView, Text]:
-    c = screen.card(orientation="vertical")
+def qr_card(screen: BaseScreen, caption: str, width: float | None = None, lines: int = 2,
+            padding: float | None = None) -> tuple[Panel, QrView, Text]:
+    kw = {} if padding is None else {"padding": padding, "spacing": padding}
+    c = screen.card(orientation="vertical", **kw)
     if width is not None:
         c.size_hint_x, c.width = None, width
     qr = QrView()
@@ -219,7 +221,7 @@ class CaseScreen(BaseScreen):
         g, t = self.geo, self.k.t
         box = self.body(orientation="vertical")
         upper = BoxLayout(orientation="horizontal", spacing=g.gap * 1.5)
-        info = self.card(orientation="vertical")
+        info = self.card(orientation="vertical", padding=g.gap, spacing=g.gap * 0.5)  # (all of it fits on 1024×600)
         self.item_label = Text(g, t("case.item"), role="caption", color=PALETTE.muted)
         self.item = Text(g, "", role="title", color=PALETTE.ink, lines=2)
         self.staff = Text(g, "", role="body", color=PALETTE.ink, shorten=True)
@@ -228,8 +230,15 @@ class CaseScreen(BaseScreen):
         for w in (self.item_label, self.item, self.staff, self.applicant, Widget(), self.prompt):
             info.add_widget(w)
         row_h = level_row_height(g)
-        qr_side = g.height - g.bar_height - row_h - g.gap * 6
-        qcard, self.qr, self.scan = qr_card(self, t("case.scan"), width=min(qr_side * 0.86, g.width * 0.4))
+        # 适老化: the dynamic QR as large as the panel allows (≥ 35 mm on the 7" 800×480 panel). The white
+        # card is part of its quiet zone, so its padding is small; the caption takes one line when it fits.
+        upper_h = g.height - g.bar_height - row_h - g.gap * 4.5
+        pad = g.gap * 0.5
+        caption = t("case.scan")
+        caption_w = text_width(caption, g.font("caption")) + g.px(1)
+        card_w = min(max(upper_h * 0.9, caption_w + 2 * pad), g.width * 0.45)
+        lines = 1 if caption_w + 2 * pad <= card_w else 2
+        qcard, self.qr, self.scan = qr_card(self, caption, width=card_w, lines=lines, padding=pad)
         upper.add_widget(info)
         upper.add_widget(qcard)
         box.add_widget(upper)
@@ -244,6 +253,7 @@ class CaseScreen(BaseScreen):
             self.staff.text = present.staff_line(self.k.t, case.staff)
             self.applicant.text = self.k.t("case.applicant", name=case.applicant_display)
         self.qr.show(state.qr.modules if state.qr is not None else None)
+        self.scan.text = self.k.t("case.scan" if state.qr is not None else "case.no_qr")  # no signing key: no QR
         for b in self.level_buttons:
             b.disabled = not present.accepts_input(state)
 
@@ -445,7 +455,7 @@ class MaintenanceScreen(BaseScreen):
         box = self.body(orientation="vertical")
         info = self.card(orientation="vertical", spacing=0)
         self.rows: list[tuple[Text, Text]] = []
-        for _ in range(10):
+        for _ in self.k.maintenance.rows():
             line = BoxLayout(orientation="horizontal", spacing=g.gap * 2)
             label = Text(g, "", role="caption", color=PALETTE.muted, size_hint_x=0.3, size_hint_y=1, shorten=True)
             value = Text(g, "", role="caption", color=PALETTE.ink, size_hint_y=1, shorten=True)
@@ -476,7 +486,8 @@ class MaintenanceScreen(BaseScreen):
         for (label, value), (name, text) in zip(self.rows, k.maintenance.rows()):
             label.text, value.text = name, text
         for action, b in self.actions.items():
-            b.disabled = not k.hooks.available(action)
+            enabled, b.text = k.maintenance.action_state(action)
+            b.disabled = not enabled
         self.result.text = k.maintenance.result
 
 

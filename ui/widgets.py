@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from kivy.core.text import DEFAULT_FONT, LabelBase
+from kivy.core.text import Label as CoreLabel
 from kivy.graphics import Color, Ellipse, Line, Rectangle, RoundedRectangle
 from kivy.graphics.texture import Texture
 from kivy.properties import NumericProperty, ObjectProperty, StringProperty
@@ -69,7 +70,67 @@ class Panel(Backdrop, BoxLayout):
         self._init_backdrop()
 
 
-class Text(Label):
+BREAK_AFTER = "，、。：；！？）」』》,.:;!?)"  # a wrapped line may well end after these
+
+
+def text_width(text: str, font_size: float) -> float:
+    """The width of `text` on one line in the shipped font, in pixels."""
+    return CoreLabel(text=text, font_size=font_size, font_name=str(FONT)).get_extents(text)[0]
+
+
+def _lines(text: str, label: Label, width: float) -> list[str]:
+    core = CoreLabel(text=text, font_size=label.font_size, font_name=label.font_name, text_size=(width, None))
+    core.refresh()
+    return ["".join(w.text for w in line.words) for line in core._cached_lines]
+
+
+def balance_padding(label: Label) -> list[float]:
+    """Padding that narrows a wrapping CJK label so its lines come out even (CSS `text-wrap: balance`):
+    no line of one lone character ("…上传图" / "片"), no "请至少选择一项" / "原因"; a break after
+    punctuation is preferred when it keeps the number of lines. [0, 0, 0, 0] when nothing wraps."""
+    text, width = label.text, label.text_size[0]
+    none = [0, 0, 0, 0]
+    if not width or label.markup or label.shorten or "\n" in text or not any(ord(c) > 0x2E7F for c in text):
+        return none
+    natural = _lines(text, label, width)
+    if len(natural) < 2:
+        return none
+    lo, hi = width / len(natural), width  # the narrowest width that still gives as many lines
+    while hi - lo > 1:
+        mid = (lo + hi) / 2
+        if len(_lines(text, label, mid)) <= len(natural):
+            hi = mid
+        else:
+            lo = mid
+    best = hi
+    if len(natural) == 2:  # prefer a break after punctuation, if one keeps two lines and is not wider
+        for i, ch in enumerate(text[:-2]):
+            if ch in BREAK_AFTER:
+                w = CoreLabel(text=text[:i + 1], font_size=label.font_size, font_name=label.font_name).get_extents(
+                    text[:i + 1])[0] + 1
+                if hi <= w <= width and len(_lines(text, label, w)) == 2:
+                    best = w
+                    break
+    extra = max(0.0, width - best - 1)
+    if label.halign == "center":
+        return [extra / 2, 0, extra / 2, 0]
+    if label.halign == "right":
+        return [extra, 0, 0, 0]
+    return [0, 0, extra, 0]
+
+
+class Balanced:
+    """Mixin for wrapping labels: keep `padding` at `balance_padding` whenever text or width changes."""
+
+    def _init_balance(self) -> None:
+        self.bind(text=self._balance, text_size=self._balance, font_size=self._balance)
+        self._balance()
+
+    def _balance(self, *_) -> None:
+        self.padding = balance_padding(self)
+
+
+class Text(Balanced, Label):
     """A label sized by role (caption, body, title, headline, display) that wraps inside its box."""
 
     role = StringProperty("body")
@@ -86,6 +147,7 @@ class Text(Label):
         self.fg_hex = color
         self.bind(size=self._wrap)
         self._wrap()
+        self._init_balance()
 
     def _wrap(self, *_) -> None:
         self.text_size = (self.width, self.height)
@@ -95,7 +157,7 @@ class Text(Label):
         self.color = rgba(hex_color)
 
 
-class BigButton(Backdrop, ButtonBehavior, Label):
+class BigButton(Balanced, Backdrop, ButtonBehavior, Label):
     """A large, high-contrast button; `on_press_cb` is called on release inside the button."""
 
     fg_hex = StringProperty(PALETTE.on_bar)
@@ -113,6 +175,7 @@ class BigButton(Backdrop, ButtonBehavior, Label):
         self.bind(size=self._wrap, disabled=self._restyle, state=self._restyle, fg_hex=self._restyle)
         self._wrap()
         self._restyle()
+        self._init_balance()
 
     def _wrap(self, *_) -> None:
         self.text_size = (max(1, self.width - self.geo.px(2)), None)

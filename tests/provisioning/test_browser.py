@@ -1,18 +1,18 @@
 """Pairing end to end through the real console in a real headless Chromium (Debian's chromium and
-chromedriver, driven by selenium; nothing is downloaded). Screenshots of each page go to docs/screens/."""
+chromedriver, driven by selenium; nothing is downloaded). Screenshots of each page: a temporary directory,
+docs/screens/ with `make screens` (tests/screenshots.py)."""
 from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from device.machine import Phase
 from tests.helpers import wait_for
 from tests.provisioning.conftest import STAFF_PASSWORD, STAFF_USER, code_of, paired_idle
+from tests.screenshots import screens_dir
 
-SCREENS = Path(__file__).resolve().parents[2] / "docs" / "screens"
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 # No skip when they are missing: `make test` (tools/bootstrap) installs Debian's chromium and chromium-driver.
@@ -40,8 +40,7 @@ def shot(drv, name: str, width: int = 1100) -> None:
     """A full-page screenshot at `width` CSS pixels."""
     height = drv.execute_script("return Math.max(document.body.scrollHeight, 400)")
     drv.set_window_size(width, min(int(height) + 140, 3000))
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    assert drv.save_screenshot(str(SCREENS / f"console-{name}.png"))
+    assert drv.save_screenshot(str(screens_dir() / f"console-{name}.png"))  # docs/screens: `make screens`
 
 
 def test_staff_pairs_a_terminal_in_a_real_browser(browser, console, site, enrol):

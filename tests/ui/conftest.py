@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.screenshots import screens_dir
 from ui import env as ui_env
 
 ui_env.prepare_offscreen(800, 480, home=tempfile.mkdtemp(prefix="kivy-home-tests-"))
@@ -27,7 +28,6 @@ from ui.kiosk import Kiosk  # noqa: E402
 from ui.present import Screen  # noqa: E402
 
 EventLoop.ensure_window()
-SCREENS_DIR = Path(__file__).resolve().parents[2] / "docs" / "screens"
 UI_DEFAULTS = {"HCP_UI_TOUCH_GUARD_MS": "0", "HCP_UI_MAINTENANCE_PIN": "2468",
                "HCP_UI_HALL_QR_URL": "https://hcp.example.gov.cn/hall/C1",
                "HCP_UI_STAFF_QR_TEMPLATE": "https://hcp.example.gov.cn/staff/{staff}"}
@@ -99,8 +99,8 @@ class Driver:
         self.tap_at(x, y)
 
     def export(self, name: str) -> Path:
-        SCREENS_DIR.mkdir(parents=True, exist_ok=True)
-        path = SCREENS_DIR / f"{name}.png"
+        """The screen as a PNG in `tests.screenshots.screens_dir()` (docs/screens only for `make screens`)."""
+        path = screens_dir() / f"{name}.png"
         self.frames(2)
         self.widget.export_to_png(str(path))
         return path
@@ -127,13 +127,14 @@ def window_size():
 
 @pytest.fixture
 def open_kiosk(make_terminal, window_size):
-    """`open_kiosk(name="t1", pairing=None, **HCP_env)` → a Driver for a kiosk on a started Terminal."""
+    """`open_kiosk(name="t1", pairing=None, port=None, **HCP_env)` → a Driver for a kiosk on a started
+    Terminal (on the test broker, or the broker at `port`); `open_kiosk.on(terminal)` for a Terminal
+    started elsewhere (an enrolled one, say)."""
     opened: list[Kiosk] = []
 
-    def open_(name: str = "t1", pairing=None, hooks=None, voice=None, **env: str) -> Driver:
+    def mount(term, pairing=None, hooks=None, voice=None) -> Driver:
         for k in opened:
             _unmount(k)
-        term = make_terminal(name, **{**UI_DEFAULTS, **env})
         kiosk = Kiosk(term, pairing=pairing, hooks=hooks, voice=voice, network=lambda: ["eth0 up 192.0.2.10"])
         Window.add_widget(kiosk.stage)
         kiosk.attach()
@@ -142,6 +143,10 @@ def open_kiosk(make_terminal, window_size):
         d.frames(2)
         return d
 
+    def open_(name: str = "t1", pairing=None, hooks=None, voice=None, port: int | None = None, **env: str) -> Driver:
+        return mount(make_terminal(name, port=port, **{**UI_DEFAULTS, **env}), pairing, hooks, voice)
+
+    open_.on = mount
     yield open_
     for k in opened:
         _unmount(k)

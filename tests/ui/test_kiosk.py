@@ -164,7 +164,7 @@ def test_many_reasons_are_paged_not_scrolled(open_kiosk, center):
 
 
 def test_staff_rating_from_the_idle_screen(open_kiosk, center):
-    d = open_kiosk()
+    d = open_kiosk(HCP_RATING_STAFF_RATING_WHEN_IDLE="true")  # off by default (issue 8 item 16)
     idle = ready(d, center)
     assert "请为工作人员评价" in d.texts()
     d.tap(level_button(idle, Level.SATISFIED))
@@ -265,7 +265,7 @@ def test_a_full_outbox_asks_the_citizen_to_scan_instead(open_kiosk, center):
 # ---- status, pairing, maintenance -------------------------------------------------------------------
 
 def test_offline_indicator_and_queued_ratings(open_kiosk, center, broker):
-    d = open_kiosk(HCP_RATING_THANKS_S="1")
+    d = open_kiosk(HCP_RATING_THANKS_S="1", HCP_RATING_STAFF_RATING_WHEN_IDLE="true")  # idle staff ratings: off by default
     idle = ready(d, center)
     assert idle.bar.status.text == "在线" and idle.bar.status.online
     broker.stop()
@@ -456,7 +456,7 @@ def test_double_tap_guard_swallows_the_second_finger_on_the_next_screen(open_kio
 
 
 def test_nothing_redraws_while_nothing_changes(open_kiosk, center):
-    d = open_kiosk()
+    d = open_kiosk(HCP_RATING_STAFF_RATING_WHEN_IDLE="true")  # idle staff ratings: off by default
     ready(d, center)
     d.settle(5)
     flips = []

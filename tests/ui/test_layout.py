@@ -1,9 +1,11 @@
 """Every screen on the three panels, measured as rendered: touch targets ≥ 15 mm, text at least the
-minimum size and fully shown, every label ≥ 4.5:1 against what is behind it; the QR code on screen is
-the QR code in the state. The 800×480 renders are exported to docs/screens/ (the README shows them)."""
+minimum size and fully shown, no CJK character left alone on a line, every label ≥ 4.5:1 against what
+is behind it; the QR code on screen is the QR code in the state, the case's at least 35 mm wide. The
+800×480 renders go to a temporary directory, to docs/screens/ with `make screens` (the README shows them)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 from kivy.core.text import Label as CoreLabel
@@ -14,12 +16,15 @@ from PIL import Image
 
 from device.machine import Phase
 from device.model import Level
+from tests import screenshots
 from tests.ui.conftest import visible as shown
 from tests.ui.test_kiosk import RATING_URL, level_button, open_case, ready
 from ui.present import PairingInfo, Screen
 from ui.theme import MIN_CONTRAST, MIN_TARGET_MM, MIN_TEXT_MM, PANELS, contrast, hex_rgb
 
 EXPORT_PANEL = "800x480"
+MIN_CASE_QR_MM = 35.0  # 适老化: the case's dynamic QR, modules only (without the quiet zone)
+PUNCTUATION = set("，、。：；！？（）「」《》…—·,.:;!?()[] ★☆✔●")
 EXTRA_EXPORTS = {Screen.CASE}  # also exported at the other sizes
 
 
@@ -43,6 +48,25 @@ def needed_size(label) -> tuple[float, float]:
     return core.content_width, core.content_height
 
 
+def rendered_lines(label) -> list[str]:
+    """The lines Kivy laid the label out in (after wrapping)."""
+    label.texture_update()
+    return ["".join(word.text for word in line.words) for line in label._label._cached_lines]
+
+
+def orphans(label) -> list[str]:
+    """Lines of a wrapped label that hold one lone CJK character (punctuation aside), e.g. "片"."""
+    lines = rendered_lines(label)
+    if len(lines) < 2:
+        return []
+    alone = []
+    for line in lines:
+        chars = [c for c in line if c not in PUNCTUATION]
+        if len(chars) == 1 and "\u4e00" <= chars[0] <= "\u9fff":
+            alone.append(line)
+    return alone
+
+
 def check_screen(d, name: str) -> list[str]:
     """All the rules on the screen that is up; returns the problems found."""
     g = d.k.geo
@@ -62,6 +86,7 @@ def check_screen(d, name: str) -> list[str]:
             if ratio < MIN_CONTRAST:
                 problems.append(f"{name}: {w.text!r} contrast {ratio:.2f}")
             if not w.shorten and w.text_size[0]:
+                problems += [f"{name}: {w.text!r} leaves {line!r} alone on a line" for line in orphans(w)]
                 need_w, need_h = needed_size(w)
                 if need_h > w.height + 1 or need_w > w.width + 1:
                     problems.append(f"{name}: {w.text!r} needs {need_w:.0f}×{need_h:.0f} px, has "
@@ -90,6 +115,7 @@ def qr_matches(d, qr_view, modules, png) -> None:
 
 @pytest.mark.parametrize("panel", PANELS)
 def test_every_screen_meets_the_rules_on_every_panel(panel, open_kiosk, center, tmp_path):
+    docs_before = {p.name: p.stat().st_mtime_ns for p in screenshots.DOCS.glob("*.png")}
     w, h, diag = PANELS[panel]
     Window.size = (w, h)
     d = open_kiosk("dev-7f3a", HCP_UI_PANEL_DIAGONAL_IN=str(diag), HCP_RATING_THANKS_S="1")
@@ -161,15 +187,20 @@ def test_every_screen_meets_the_rules_on_every_panel(panel, open_kiosk, center, 
     d.on(Screen.UNPAIRED)
     visit("unpaired", from_core=False)
     assert not problems, "\n".join(problems)
+    if not os.environ.get(screenshots.ENV):  # `make test` leaves the tracked pictures alone
+        assert {p.name: p.stat().st_mtime_ns for p in screenshots.DOCS.glob("*.png")} == docs_before
+        assert not d.export("probe").is_relative_to(screenshots.DOCS.parents[1])
     assert set(seen) == {Screen.IDLE, Screen.CASE, Screen.REASONS, Screen.THANKS, Screen.RATED_ELSEWHERE,
                          Screen.UNAVAILABLE, Screen.PIN, Screen.MAINTENANCE, Screen.UNPAIRED}
     assert idle is not None
 
 
 def test_the_rules_check_can_fail(open_kiosk, center):
-    """A deliberately tiny button and a low-contrast label are caught."""
+    """A deliberately tiny button, a low-contrast label and a lone character on a line are caught."""
+    from kivy.uix.label import Label
+
     from ui.theme import PALETTE
-    from ui.widgets import BigButton, Text
+    from ui.widgets import BigButton, Text, text_width
     d = open_kiosk()
     ready(d, center)
     g = d.k.geo
@@ -177,10 +208,46 @@ def test_the_rules_check_can_fail(open_kiosk, center):
     tiny = BigButton(g, "x", size_hint=(None, None), size=(g.px(10), g.px(10)))
     faint = Text(g, "faint", color="#C8CCD2")
     faint.bg_hex = PALETTE.page
-    box.add_widget(tiny)
-    box.add_widget(faint)
+    text, font = "请至少选择一项原因", g.font("caption")  # room for eight characters: "因" alone (plain Kivy)
+    lone = Label(text=text, font_size=font, color=(0, 0, 0, 1), size_hint=(None, None),
+                 size=(text_width(text[:8], font) + 2, font * 3), text_size=(text_width(text[:8], font) + 2, None))
+    for w in (tiny, faint, lone):
+        box.add_widget(w)
     d.frames(3)
     problems = check_screen(d, "idle")
     assert any("button 'x'" in p for p in problems) and any("'faint' contrast" in p for p in problems)
-    box.remove_widget(tiny)
-    box.remove_widget(faint)
+    assert any("leaves '因' alone" in p for p in problems), problems
+    for w in (tiny, faint, lone):
+        box.remove_widget(w)
+
+
+def test_balanced_text_leaves_no_character_alone(open_kiosk, center):
+    """The same text in the kiosk's own Text widget comes out as two even lines."""
+    from ui.widgets import Text, text_width
+    d = open_kiosk()
+    ready(d, center)
+    g = d.k.geo
+    text, font = "请至少选择一项原因", g.font("caption")
+    width = text_width(text[:8], font) + 2
+    label = Text(g, text, role="caption", lines=2, size_hint_x=None, width=width)
+    d.widget.children[0].add_widget(label)
+    d.frames(3)
+    assert rendered_lines(label) == ["请至少选择", "一项原因"]
+    d.widget.children[0].remove_widget(label)
+
+
+@pytest.mark.parametrize("panel", PANELS)
+def test_case_qr_is_at_least_35_mm_wide_on_every_panel(panel, open_kiosk, center, tmp_path):
+    """A token signed as a real Pi signs it (its device id, a long case id: QR version 8, 49 modules)."""
+    w, h, diag = PANELS[panel]
+    Window.size = (w, h)
+    d = open_kiosk("rpi-1000000a3f9c2b7e", HCP_UI_PANEL_DIAGONAL_IN=str(diag), HCP_QR_KEY="5a" * 32,
+                   HCP_QR_KEY_ID="k2026")
+    ready(d, center)
+    s = open_case(d, center, "SH20261126000042")
+    modules = d.t.state.qr.modules
+    assert len(modules) >= 49 and s.qr.modules is modules
+    code_mm = d.k.geo.mm(s.qr.module_px * len(modules))
+    assert code_mm >= MIN_CASE_QR_MM, f"{panel}: the case QR is {code_mm:.1f} mm wide"
+    qr_matches(d, s.qr, modules, tmp_path / "qr.png")
+    assert not check_screen(d, f"{panel} case")

@@ -130,7 +130,7 @@ def test_committing_keeps_the_screen_the_citizen_pressed_on_with_input_off():
 
 def test_staff_rating_offered_only_when_the_core_would_take_it():
     staff = Staff("S1", "王芳", "0101")
-    assert present.staff_rating_offered(_state(staff=staff))
+    assert present.staff_rating_offered(_state(staff=staff, settings=Settings(staff_rating_when_idle=True)))
     assert not present.staff_rating_offered(_state())
     assert not present.staff_rating_offered(_state(staff=staff, settings=Settings(staff_rating_when_idle=False)))
     assert not present.staff_rating_offered(_state(staff=staff, phase=Phase.CASE))

@@ -2,13 +2,16 @@
 tree, the voice player command, the maintenance hook registry, the network summary, the photo fetch."""
 from __future__ import annotations
 
+import array
 import http.server
+import math
 import os
 import socket
 import stat
 import sys
 import threading
 import time
+import wave
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ import pytest
 from tests.helpers import wait_for
 from ui import audio, env, netinfo, sdnotify
 from ui.hooks import ACTIONS, MaintenanceHooks
+from ui.i18n import LANGUAGES
 from ui.photos import PhotoCache
 
 PNG_1PX = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -125,11 +129,35 @@ def test_voice_plays_the_recorded_prompt_with_the_player(tmp_path):
     cards.write_text(" 0 [vc4hdmi0       ]: vc4-hdmi - vc4-hdmi-0\n")
     v = audio.make_voice(str(tmp_path / "voice"), "zh", player, cards)
     assert isinstance(v, audio.WavPlayer)
-    v.say("case.prompt")
-    v.say("thanks.title")  # not recorded: nothing
-    wait_for(lambda: log.exists() and log.read_text(), what="player ran")
+    v.say("case.prompt")  # the center's own recording
+    wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == 1, what="player ran")
+    v.say("thanks.title")  # not recorded by the center: the shipped one
+    wait_for(lambda: len(log.read_text().splitlines()) == 2, what="player ran again")
     v.stop()
-    assert log.read_text().splitlines() == [str(tmp_path / "voice" / "zh" / "case.prompt.wav")]
+    assert log.read_text().splitlines() == [str(tmp_path / "voice" / "zh" / "case.prompt.wav"),
+                                            str(audio.SHIPPED / "zh" / "thanks.title.wav")]
+    bare = audio.WavPlayer(tmp_path / "voice", "zh", player, fallback=None)
+    assert not bare.path("thanks.title").exists()  # without the shipped ones: nothing to play
+    builtin = audio.make_voice(audio.BUILTIN, "en", player, cards)
+    assert isinstance(builtin, audio.WavPlayer) and builtin.path("case.prompt") == audio.SHIPPED / "en" / \
+        "case.prompt.wav"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_prompt_the_seam_can_play_ships_as_an_audible_wav(language):
+    """ui/voice/ (rendered by tools/render-voices with espeak-ng): every prompt a screen asks for, in
+    every language, is a WAV file the stdlib reads, long enough and not silent."""
+    from ui.screens import PROMPTS as SCREEN_PROMPTS
+    assert set(SCREEN_PROMPTS.values()) <= set(audio.PROMPTS)
+    for prompt in audio.PROMPTS:
+        path = audio.SHIPPED / language / f"{prompt}.wav"
+        with wave.open(str(path)) as w:
+            assert (w.getnchannels(), w.getsampwidth()) == (1, 2), path
+            rate, frames = w.getframerate(), w.readframes(w.getnframes())
+        samples = array.array("h", frames)
+        assert len(samples) / rate >= 0.5, f"{path}: {len(samples) / rate:.2f} s"
+        rms = math.sqrt(sum(v * v for v in samples) / len(samples))
+        assert rms >= 500, f"{path}: RMS {rms:.0f} of 32767 is silence"
 
 
 def test_voice_is_silent_without_folder_player_or_sound_card(tmp_path):
@@ -141,6 +169,19 @@ def test_voice_is_silent_without_folder_player_or_sound_card(tmp_path):
     assert isinstance(audio.make_voice(str(tmp_path / "voice"), "zh", player, cards), audio.Silent)
     assert isinstance(audio.make_voice(str(tmp_path / "voice"), "zh", "/nonexistent/aplay", cards), audio.Silent)
     assert isinstance(audio.make_voice(str(tmp_path / "voice"), "zh", player, tmp_path / "no-proc"), audio.Silent)
+
+
+# ---- screenshots ------------------------------------------------------------------------------------
+
+def test_screenshots_go_to_a_temp_dir_unless_make_screens_asks(monkeypatch, tmp_path):
+    from tests import screenshots
+    monkeypatch.delenv(screenshots.ENV, raising=False)
+    repo = screenshots.DOCS.parents[1]
+    assert not screenshots.screens_dir().is_relative_to(repo)
+    monkeypatch.setenv(screenshots.ENV, "docs/screens")  # what `make screens` sets
+    assert screenshots.screens_dir() == screenshots.DOCS
+    monkeypatch.setenv(screenshots.ENV, str(tmp_path / "shots"))
+    assert screenshots.screens_dir() == tmp_path / "shots" and (tmp_path / "shots").is_dir()
 
 
 # ---- hooks ------------------------------------------------------------------------------------------
