@@ -40,6 +40,16 @@ def choose_view(asked: str, env: dict | None = None, on_pi: bool | None = None) 
     return "console"
 
 
+def _bind_demo_terminal() -> list[str]:
+    """The simulator publishes the demo terminal's binding (as provisioning would) so the ledger checks
+    its ratings against it instead of flagging them `unbound`."""
+    from device.identity import device_id
+    try:
+        return ["--bind", device_id(os.environ.get("HCP_DEVICE_ID", ""))]
+    except RuntimeError:
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m center.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     procs = [
         subprocess.Popen([py, "-m", "center.ledger", "--port", str(broker.port), "--db", str(root / "ledger.db")],
                          stdout=logs[0], stderr=logs[0], start_new_session=True),
-        subprocess.Popen([py, "-m", "center.simulator", "--port", str(broker.port)], stdout=logs[1], stderr=logs[1],
-                         start_new_session=True),
+        subprocess.Popen([py, "-m", "center.simulator", "--port", str(broker.port), *_bind_demo_terminal()],
+                         stdout=logs[1], stderr=logs[1], start_new_session=True),
     ]
     env = {**os.environ, "HCP_MQTT_PORT": str(broker.port), "HCP_DEVICE_DATA_DIR": str(root / "terminal"),
            "HCP_DEVICE_LOG_LEVEL": os.environ.get("HCP_DEVICE_LOG_LEVEL", "WARNING"),
-           "HCP_CENTER_ID": "demo", "HCP_CENTER_WINDOW": "W01"}
+           "HCP_CENTER_ID": "demo", "HCP_CENTER_WINDOW": "W01",
+           "HCP_QR_DEMO": "true"}  # the published demo key, asked for explicitly (never a default)
     print(f"demo: broker on 127.0.0.1:{broker.port}; logs and data in {root}; Ctrl-C stops everything")
     if view == "kivy":
         env = {**{k: v for k, v in DEMO_UI.items() if k not in os.environ}, **env}

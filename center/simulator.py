@@ -1,6 +1,7 @@
 """A center simulator for the demo: publishes the reason catalog and the staff on duty, then opens
 cases at a window one after another, closing each when it is rated or when its time is up.
-Sometimes the applicant "rates on the phone" instead (the case turns `rated`)."""
+Sometimes the applicant "rates on the phone" instead (the case turns `rated`). On every reconnect it
+publishes the window's current state again; `--bind DEVICE` publishes that terminal's binding."""
 from __future__ import annotations
 
 import argparse
@@ -44,16 +45,34 @@ def now() -> str:
 
 
 class Simulator:
-    def __init__(self, host: str, port: int, center: str, window: str, hold_s: float, gap_s: float):
+    def __init__(self, host: str, port: int, center: str, window: str, hold_s: float, gap_s: float,
+                 bind: tuple[str, ...] = ()):
         self.center, self.window, self.hold_s, self.gap_s = center, window, hold_s, gap_s
         self.topics = messages.Topics(center, window, "+")
+        self.bind = bind
         self.rated: set[str] = set()
+        self.state: dict[str, tuple[dict, int]] = {}  # topic → (the current retained message, expiry s)
+        self._lock = threading.Lock()
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sim-{center}-{window}", protocol=mqtt.MQTTv5)
-        self.c.on_connect = lambda cl, *_: cl.subscribe(f"{messages.PREFIX}/{center}/device/+/rating", qos=1)
+        self.c.on_connect = self._on_connect
         self.c.on_message = self._on_rating
         self.c.on_socket_open = no_delay
+        self.c.reconnect_delay_set(1, 10)
         self.c.connect(host, port)
         self.c.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        """On every (re)connect: the window's current state again, retained. A broker restored from an
+        older snapshot may have brought back an older case; this supersedes it."""
+        if reason.is_failure:
+            return
+        client.subscribe(f"{messages.PREFIX}/{self.center}/device/+/rating", qos=1)
+        with self._lock:
+            current = list(self.state.items())
+        for topic, (body, expiry) in current:
+            client.publish(topic, messages.encode(body), qos=1, retain=True, properties=_expiry(expiry))
+        if current:
+            log.info("re-published the state of %s (%d messages)", self.window, len(current))
 
     def _on_rating(self, client, userdata, msg) -> None:
         try:
@@ -64,16 +83,24 @@ class Simulator:
             self.rated.add(case)
 
     def send(self, topic: str, body: dict, retain: bool = True, expiry: int = 0) -> None:
-        props = None
-        if expiry:
-            props = Properties(PacketTypes.PUBLISH)
-            props.MessageExpiryInterval = expiry
-        self.c.publish(topic, messages.encode(body), qos=1, retain=retain, properties=props).wait_for_publish(5)
+        """Publish; a retained message is also remembered and re-published on every reconnect."""
+        if retain:
+            with self._lock:
+                self.state[topic] = (body, expiry)
+        info = self.c.publish(topic, messages.encode(body), qos=1, retain=retain, properties=_expiry(expiry))
+        try:
+            info.wait_for_publish(5)
+        except (RuntimeError, ValueError) as e:  # not connected: it goes out again on reconnect
+            log.warning("could not publish on %s now (%s); it is sent again on reconnect", topic, e)
 
     def setup(self) -> None:
         self.send(self.topics.catalog, {**CATALOG, "center": self.center})
         self.send(self.topics.duty, {"v": 1, "type": "duty", "center": self.center, "window": self.window,
                                      "window_name": f"{self.window} 综合受理", "staff": STAFF[0]})
+        for device in self.bind:  # what provisioning does for a paired terminal (docs/protocol.md §11)
+            self.send(messages.Topics(self.center, self.window, device).binding,
+                      {"v": 1, "type": "binding", "center": self.center, "device": device, "state": "active",
+                       "window": self.window, "window_name": f"{self.window} 综合受理", "staff": STAFF, "issued": now()})
 
     def case(self, n: int) -> dict:
         code, name = random.choice(ITEMS)
@@ -108,6 +135,14 @@ class Simulator:
                 return
 
 
+def _expiry(seconds: int) -> Properties | None:
+    if not seconds:
+        return None
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = seconds
+    return props
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="center-simulator", description=__doc__)
     ap.add_argument("--host", default="127.0.0.1")
@@ -116,12 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", default="W01")
     ap.add_argument("--hold", type=float, default=60, help="seconds a case stays open")
     ap.add_argument("--gap", type=float, default=4, help="seconds between cases")
+    ap.add_argument("--bind", action="append", default=[], metavar="DEVICE",
+                    help="publish an active binding of this device to the window (as provisioning would), "
+                         "so the ledger can check its ratings; repeatable")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s simulator: %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    Simulator(args.host, args.port, args.center, args.window, args.hold, args.gap).run(stop)
+    Simulator(args.host, args.port, args.center, args.window, args.hold, args.gap, tuple(args.bind)).run(stop)
     return 0
 
 

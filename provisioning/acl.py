@@ -70,9 +70,11 @@ def provisioning_acls(center: str) -> list[Acl]:
 
 
 def ledger_acls(center: str) -> list[Acl]:
-    """The system of record: reads every record, answers with receipts."""
+    """The system of record: reads every record, the bindings and the cases it checks them against,
+    and answers with receipts."""
     c = f"{PREFIX}/{center}"
     return (_read(f"{c}/device/+/rating", pattern=True) + _read(f"{c}/device/+/event", pattern=True)
+            + _read(f"{c}/device/+/binding", pattern=True) + _read(f"{c}/window/+/case", pattern=True)
             + _send(f"{c}/device/+/receipt"))
 
 

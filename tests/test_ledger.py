@@ -1,13 +1,25 @@
-"""The minimal center ledger against a real broker: one row per id, one first rating per case,
-receipts only after the commit, and refusals the sender can act on."""
+"""The minimal center ledger against a real broker: one row per id, one first rating per center and
+case, receipts only after the commit, refusals the sender can act on, ratings checked against bindings
+and published cases, and a ledger that no single message can stop."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
-from center.ledger import query
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from center.broker import Broker, free_port
+from center.ledger import Ledger, gaps, main as ledger_main, query
 from device import ids, machine, messages, records
 from device.model import Case, Channel, Level, Staff
-from tests.helpers import wait_for
+from tests.helpers import Center, wait_for
 
 STAFF = Staff("S0101", "王芳")
 CASE = Case("SH77", "310115-001", "居住证办理", STAFF, "ap_0123456789abcdef", "张*")
@@ -28,6 +40,7 @@ def send(center, body: dict | bytes, device: str = "d1") -> None:
 
 
 def test_the_same_rating_twice_is_one_row_and_two_receipts(ledger, center):
+    center.case("SH77")
     r = rating()
     send(center, r)
     send(center, r)
@@ -37,6 +50,7 @@ def test_the_same_rating_twice_is_one_row_and_two_receipts(ledger, center):
 
 
 def test_a_second_rating_for_a_case_is_kept_but_not_first(ledger, center):
+    center.case("SH77")
     first, second = rating(), rating(device="d2")
     send(center, first)
     wait_for(lambda: receipts(center, "d1"), what="first receipt")
@@ -93,3 +107,307 @@ def test_receipts_are_split_to_fit_the_terminals_inbound_limit():
         assert [i for d in decoded for i in d["items"]] == items
 
     check()
+
+
+# ---- integrity of the record (issue 8) ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+W02_STAFF = {"id": "S0201", "name": "赵敏"}
+
+
+def bind(center, device: str, window: str, state: str = "active") -> None:
+    """What provisioning publishes for a paired terminal (retained)."""
+    body = {"v": 1, "type": "binding", "center": center.center, "device": device, "state": state, "window": window}
+    center.publish(f"{messages.PREFIX}/{center.center}/device/{device}/binding", body)
+
+
+def case_at(center, window: str, case_id: str, staff: dict) -> None:
+    body = {"v": 1, "type": "case", "center": center.center, "window": window, "state": "open",
+            "case": {"id": case_id, "item_code": "310115-001", "item_name": "居住证办理"}, "staff": staff,
+            "applicant": {"token": "ap_0123456789abcdef", "display": "张*"}, "opened_at": "2026-11-26T09:00:00+08:00"}
+    center.publish(f"{messages.PREFIX}/{center.center}/window/{window}/case", body)
+
+
+def claim(device: str, window: str, case_id: str, staff: str, center_id: str = "C1") -> dict:
+    r = rating(device)
+    return {**r, "center": center_id, "window": window, "case": case_id, "staff": staff}
+
+
+def stored(db, rid: str) -> tuple | None:
+    rows = query(db, "SELECT first, flags FROM ratings WHERE id=?", (rid,))
+    return rows[0] if rows else None
+
+
+def read_lines(proc: subprocess.Popen) -> list[str]:
+    """The process's stderr lines as they come (a list that grows)."""
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+    return lines
+
+
+def test_a_huge_seq_is_refused_and_the_ledger_goes_on(ledger, center):
+    """seq 2^64 once killed the writer thread (OverflowError): nothing stored after it, no receipts."""
+    center.case("SH77")
+    hostile = {**rating(), "seq": 18446744073709551616}
+    send(center, json.dumps(hostile).encode())
+    genuine = rating()
+    send(center, genuine)
+    wait_for(lambda: len(receipts(center, "d1")) == 2, what="both answered")
+    by_id = {i["id"]: i for i in receipts(center, "d1")}
+    assert by_id[hostile["id"]]["status"] == "rejected" and "schema" in by_id[hostile["id"]]["reason"]
+    assert by_id[genuine["id"]]["status"] == "stored"
+    assert query(ledger.db_path, "SELECT id, first FROM ratings") == [(genuine["id"], 1)]
+    assert ledger.health() is None
+
+
+def test_a_record_the_database_refuses_is_rejected_and_the_rest_of_its_batch_is_stored(ledger, center):
+    """Any per-record failure (here a real SQLite refusal) refuses that record only: a savepoint per record."""
+    center.case("SH77")
+    hostile, genuine = rating(), rating(device="d2")
+    db = sqlite3.connect(ledger.db_path)
+    db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON ratings WHEN NEW.id = '{hostile['id']}' "
+               "BEGIN SELECT RAISE(ABORT, 'test: refused by the database'); END")
+    db.close()
+    # Both in one batch: hold the write lock, let the writer take a first record and wait on the lock,
+    # queue the two meanwhile, release.
+    lock = sqlite3.connect(ledger.db_path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    send(center, rating(device="d3"), device="d3")
+    wait_for(lambda: ledger._q.qsize() == 0, what="the writer holds the first record")
+    send(center, hostile)
+    send(center, genuine, device="d2")
+    wait_for(lambda: ledger._q.qsize() == 2, what="both queued behind it")
+    lock.execute("ROLLBACK")
+    lock.close()
+    wait_for(lambda: receipts(center, "d1") and receipts(center, "d2"), what="both answered")
+    [refused] = receipts(center, "d1")
+    assert refused["status"] == "rejected" and "refused by the database" in refused["reason"]
+    assert receipts(center, "d2")[-1]["status"] == "stored"
+    ids_stored = {r[0] for r in query(ledger.db_path, "SELECT id FROM ratings")}
+    assert genuine["id"] in ids_stored and hostile["id"] not in ids_stored
+    assert ledger.failed == 1 and ledger.health() is None
+
+
+def test_a_dead_writer_thread_stops_the_process_with_an_error(broker, center, tmp_path):
+    """Never a live process that silently stores nothing: systemd restarts one that exits non-zero."""
+    inject = ("import sys\nfrom center import ledger as L\n"
+              "def broken(self, batch):\n    raise MemoryError('test: the writer fails')\n"
+              "L.Ledger._store = broken\nsys.exit(L.main(sys.argv[1:]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", inject, "--port", str(broker.port), "--db",
+                             str(tmp_path / "l.db"), "--center", "C1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    lines = read_lines(proc)
+    try:
+        wait_for(lambda: any("subscribed to" in ln for ln in lines), what="subscribed")
+        send(center, rating())
+        assert proc.wait(timeout=30) == 1
+        wait_for(lambda: any("writer thread died" in ln for ln in lines), what="the reason logged")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_terminal_cannot_claim_another_windows_case(ledger, center):
+    """A (bound to W01) rates the W02 case, naming W02 and its staff: kept, flagged, never the first."""
+    bind(center, "A", "W01")
+    bind(center, "B", "W02")
+    case_at(center, "W02", "SH0201", W02_STAFF)
+    forged = claim("A", "W02", "SH0201", "S0201")
+    send(center, forged, device="A")
+    wait_for(lambda: receipts(center, "A"), what="receipt for A")
+    genuine = claim("B", "W02", "SH0201", "S0201")
+    send(center, genuine, device="B")
+    wait_for(lambda: receipts(center, "B"), what="receipt for B")
+    assert receipts(center, "A")[0]["status"] == "stored"  # kept: an auditor sees it
+    assert stored(ledger.db_path, forged["id"]) == (0, "window_mismatch")
+    assert stored(ledger.db_path, genuine["id"]) == (1, None)
+    assert ledger.flagged == 1
+
+
+def test_a_rating_that_disagrees_with_the_published_case_is_flagged(ledger, center):
+    """The case as the center published it wins: right window in the rating, wrong case or staff."""
+    bind(center, "A", "W01")
+    case_at(center, "W02", "SH0202", W02_STAFF)
+    center.case("SH0101")  # at W01, staff S0101
+    other_window = claim("A", "W01", "SH0202", "S0101")
+    other_staff = claim("A", "W01", "SH0101", "S0999")
+    unknown = claim("A", "W01", "SH-NEVER-PUBLISHED", "S0101")
+    for r in (other_window, other_staff, unknown):
+        send(center, r, device="A")
+    wait_for(lambda: len(receipts(center, "A")) == 3, what="three receipts")
+    assert stored(ledger.db_path, other_window["id"]) == (0, "case_window_mismatch,case_staff_mismatch")
+    assert stored(ledger.db_path, other_staff["id"]) == (0, "case_staff_mismatch")
+    assert stored(ledger.db_path, unknown["id"]) == (0, "unknown_case")
+
+
+def test_an_unbound_terminal_is_pinned_to_the_window_of_its_first_rating(ledger, center):
+    """No provisioning (hand-configured): checked against the published case, pinned on first use, flagged."""
+    center.case("SH0101")
+    case_at(center, "W02", "SH0203", W02_STAFF)
+    first = claim("U", "W01", "SH0101", "S0101")
+    send(center, first, device="U")
+    wait_for(lambda: receipts(center, "U"), what="first receipt")
+    moved = claim("U", "W02", "SH0203", "S0201")
+    send(center, moved, device="U")
+    wait_for(lambda: len(receipts(center, "U")) == 2, what="second receipt")
+    assert stored(ledger.db_path, first["id"]) == (1, "unbound")
+    assert stored(ledger.db_path, moved["id"]) == (0, "unbound,window_mismatch")
+    assert query(ledger.db_path, "SELECT state, window, source FROM bindings WHERE device='U'") == [
+        ("pinned", "W01", "first_use")]
+
+
+def test_the_first_rating_rule_is_per_center(ledger, center, broker):
+    """Case ids are the center's own: C2's first rating of a case id C1 also used is still first."""
+    c2 = Center(broker.port, center="C2")
+    try:
+        center.case("SAME-ID")
+        c2.case("SAME-ID")
+        one = claim("d1", "W01", "SAME-ID", "S0101")
+        two = claim("d1", "W01", "SAME-ID", "S0101", center_id="C2")
+        send(center, one)
+        c2.publish(f"{messages.PREFIX}/C2/device/d1/rating", two, retain=False)
+        wait_for(lambda: len(query(ledger.db_path, "SELECT id FROM ratings")) == 2, what="both stored")
+        assert sorted(query(ledger.db_path, "SELECT center, first FROM ratings")) == [("C1", 1), ("C2", 1)]
+    finally:
+        c2.close()
+
+
+def test_messages_on_unparseable_device_topics_are_logged_and_counted(ledger, center, caplog):
+    center.publish(f"{messages.PREFIX}/C1/device/bad.device/rating", rating(), retain=False)
+    wait_for(lambda: ledger.bad_topic == 1, what="counted")
+    assert any("cannot parse" in r.getMessage() and "bad.device" in r.getMessage() for r in caplog.records)
+
+
+def test_events_keep_seq_alarm_and_detail(ledger, center):
+    alarm = records.alarm("outbox_full", "1000 of 1000 records held", records.Origin("C1", "W01", "d1"),
+                          ids.uuid7(), ids.wall_time())
+    unrated = records.unrated(CASE, records.Origin("C1", "W01", "d1"), ids.uuid7(), 7, ids.wall_time())
+    for e in (alarm, unrated):
+        center.publish(f"{messages.PREFIX}/C1/device/d1/event", e, retain=False)
+    wait_for(lambda: len(receipts(center, "d1")) == 2, what="two receipts")
+    assert sorted(query(ledger.db_path, "SELECT event, seq, alarm, detail FROM events"), key=str) == sorted(
+        [("alarm", None, "outbox_full", "1000 of 1000 records held"), ("unrated", 7, None, None)], key=str)
+
+
+def test_an_old_ledger_database_gets_the_new_columns_and_keeps_its_rows(tmp_path):
+    old = sqlite3.connect(tmp_path / "ledger.db")
+    old.executescript("""
+        CREATE TABLE ratings (id TEXT PRIMARY KEY, center TEXT NOT NULL, window TEXT NOT NULL, device TEXT NOT NULL,
+            seq INTEGER NOT NULL, ts TEXT NOT NULL, kind TEXT NOT NULL, level TEXT NOT NULL, channel TEXT NOT NULL,
+            case_id TEXT, item_code TEXT, staff TEXT, applicant TEXT, reasons TEXT, catalog TEXT,
+            first INTEGER NOT NULL, received REAL NOT NULL);
+        CREATE UNIQUE INDEX one_first_rating_per_case ON ratings(case_id) WHERE first = 1;
+        CREATE TABLE events (id TEXT PRIMARY KEY, center TEXT NOT NULL, window TEXT NOT NULL, device TEXT NOT NULL,
+            ts TEXT NOT NULL, event TEXT NOT NULL, case_id TEXT, staff TEXT, applicant TEXT, received REAL NOT NULL);
+        INSERT INTO ratings VALUES ('r1','C1','W01','d1',1,'t','case','satisfied','touch','X',NULL,'S',NULL,NULL,NULL,1,0);
+        INSERT INTO events VALUES ('e1','C1','W01','d1','t','alarm',NULL,NULL,NULL,0);
+    """)
+    old.close()
+    Ledger(tmp_path / "ledger.db").db.close()  # opening migrates
+    cols = {t: [r[1] for r in query(tmp_path / "ledger.db", f"PRAGMA table_info({t})")] for t in ("ratings", "events")}
+    assert {"seq", "alarm", "detail"} <= set(cols["events"]) and "flags" in cols["ratings"]
+    assert query(tmp_path / "ledger.db", "SELECT id, first FROM ratings") == [("r1", 1)]
+    assert query(tmp_path / "ledger.db", "SELECT name FROM sqlite_master WHERE type='index' AND sql LIKE '%first = 1%'"
+                 ) == [("one_first_rating_per_center_case",)]
+
+
+def test_the_gap_report_lists_each_devices_missing_sequence_numbers(ledger, center, capsys):
+    """Ratings and `unrated` events share a terminal's sequence; alarms have none."""
+    center.case("SH77")
+    for seq in (1, 2, 6, 9):
+        send(center, rating(seq=seq))
+    unrated = records.unrated(CASE, records.Origin("C1", "W01", "d1"), ids.uuid7(), 3, ids.wall_time())
+    center.publish(f"{messages.PREFIX}/C1/device/d1/event", unrated, retain=False)
+    send(center, rating(device="d2", seq=2), device="d2")
+    wait_for(lambda: len(receipts(center, "d1")) == 5 and receipts(center, "d2"), what="all stored")
+    assert gaps(ledger.db_path) == {("C1", "d1"): [(4, 5), (7, 8)], ("C1", "d2"): [(1, 1)]}
+    assert ledger_main(["gaps", "--db", str(ledger.db_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["C1/d1: missing 4-5, 7-8 (4)", "C1/d2: missing 1 (1)"]
+
+
+def test_the_ledger_waits_for_a_broker_that_is_down_at_start(tmp_path):
+    """No traceback: each failed attempt is logged with host:port and the cause, then it connects."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "center.ledger", "--port", str(port), "--db",
+                             str(tmp_path / "l.db")], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    lines = read_lines(proc)
+    (tmp_path / "b").mkdir()
+    b = None
+    try:
+        wait_for(lambda: any(f"cannot reach the broker at 127.0.0.1:{port}: connection refused" in ln
+                             for ln in lines), what="a failed attempt logged")
+        assert proc.poll() is None
+        b = Broker(port=port, workdir=str(tmp_path / "b")).start()
+        # (a new session: nothing published before its first subscription is kept for it)
+        wait_for(lambda: any("subscribed to" in ln for ln in lines), timeout=60, what="subscribed")
+        c = Center(port)
+        try:
+            c.case("SH77")
+            r = rating()
+            send(c, r)
+            wait_for(lambda: receipts(c, "d1"), timeout=60, what="stored once the broker is there")
+            assert query(tmp_path / "l.db", "SELECT id, first FROM ratings") == [(r["id"], 1)]
+        finally:
+            c.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        if b:
+            b.stop()
+    assert not [ln for ln in lines if "Traceback" in ln or " ERROR" in ln]
+
+
+def test_a_receipt_is_never_published_before_its_transaction_committed(ledger, broker, center):
+    """An observer opens the database read-only on every receipt and must find the record there.
+    COMMIT is held back a little (a trace hook on the ledger's own connection), so a receipt sent
+    before its commit would reach the observer first."""
+    def slow_commit(sql: str) -> None:
+        if sql.strip().upper() == "COMMIT":
+            time.sleep(0.3)
+    ledger.db.set_trace_callback(slow_commit)
+    missing: list[str] = []
+    seen: list[str] = []
+    obs = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="receipt-observer", protocol=mqtt.MQTTv5)
+
+    def on_receipt(client, userdata, msg) -> None:
+        for item in json.loads(msg.payload)["items"]:
+            seen.append(item["id"])
+            if not query(ledger.db_path, "SELECT 1 FROM ratings WHERE id=?", (item["id"],)):
+                missing.append(item["id"])
+    subscribed = threading.Event()
+    obs.on_message = on_receipt
+    obs.on_subscribe = lambda *_: subscribed.set()
+    obs.connect("127.0.0.1", broker.port)
+    obs.subscribe(f"{messages.PREFIX}/C1/device/+/receipt", qos=1)
+    obs.loop_start()
+    try:
+        assert subscribed.wait(10)
+        center.case("SH77")
+        sent = [rating(seq=n) for n in range(1, 6)]
+        for r in sent:
+            send(center, r)
+        wait_for(lambda: len(seen) == 5, what="five receipts")
+        assert missing == []
+    finally:
+        obs.disconnect()
+        obs.loop_stop()
+
+
+def test_the_ledger_speaks_mqtt_3_1_1_with_a_persistent_session(broker, center, tmp_path):
+    """Under 3.1.1: clean_session=False, so records published while the ledger is away still arrive."""
+    center.case("SH77")
+    led = Ledger(tmp_path / "l.db", port=broker.port, client_id="ledger-311", mqtt_version="3.1.1").start()
+    r1 = rating(seq=1)
+    send(center, r1)
+    wait_for(lambda: receipts(center, "d1"), what="first receipt")
+    led.stop()
+    r2 = rating(seq=2)
+    send(center, r2)  # the ledger is away
+    led = Ledger(tmp_path / "l.db", port=broker.port, client_id="ledger-311", mqtt_version="3.1.1").start()
+    try:
+        wait_for(lambda: len(receipts(center, "d1")) == 2, what="second receipt")
+        assert sorted(query(tmp_path / "l.db", "SELECT seq FROM ratings")) == [(1,), (2,)]
+    finally:
+        led.stop()
+    with pytest.raises(ValueError):
+        Ledger(tmp_path / "x.db", mqtt_version="4")
