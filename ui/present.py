@@ -105,6 +105,19 @@ def staff_rating_offered(state: State) -> bool:
     return state.phase == Phase.IDLE and state.settings.staff_rating_when_idle and state.staff is not None
 
 
+def open_case_waiting(state: State) -> bool:
+    """Idle, but the case is still open and unrated at the center (its screen timed out): a press rates it."""
+    return (state.phase == Phase.IDLE and state.case is not None and not state.case_rated
+            and not state.case_closed)
+
+
+def idle_levels(state: State) -> str:
+    """What a level button on the idle screen would rate, as the core would take it: "case", "staff" or ""."""
+    if open_case_waiting(state):
+        return "case"
+    return "staff" if staff_rating_offered(state) else ""
+
+
 def staff_line(t: Translator, staff: Staff) -> str:
     return t("case.staff", name=staff.name, number=staff.number) if staff.number else \
         t("case.staff_plain", name=staff.name)

@@ -136,7 +136,8 @@ def spaced(code: str) -> str:
 
 
 class IdleScreen(BaseScreen):
-    """Window, staff on duty (photo, name, number), staff QR and hall QR; level buttons for a staff rating."""
+    """Window, staff on duty (photo, name, number), staff QR and hall QR; level buttons for a staff rating,
+    or for the open case when its screen timed out before the citizen rated it."""
 
     name = Screen.IDLE
 
@@ -198,7 +199,9 @@ class IdleScreen(BaseScreen):
             self._shown_qrs = qrs
         self.staff_qr.show(k.static_qr(staff_url) if staff_url else None)
         self.hall_qr.show(k.static_qr(hall_url) if hall_url else None)
-        offered = present.staff_rating_offered(state)
+        rates = present.idle_levels(state)
+        self.rate_title.text = k.t("case.prompt" if rates == "case" else "idle.rate_staff")
+        offered = bool(rates)
         if offered != self._levels_shown:
             box = self.levels.parent or self.upper.parent
             if offered:

@@ -9,7 +9,7 @@ from kivy.clock import Clock
 from kivy.core.window import Window
 
 from center.ledger import query
-from device.machine import Phase
+from device.machine import Phase, Tick
 from device.model import LEVELS, Level
 from tests.helpers import wait_for
 from ui.present import Screen
@@ -170,6 +170,20 @@ def test_staff_rating_from_the_idle_screen(open_kiosk, center):
     d.tap(level_button(idle, Level.SATISFIED))
     d.on(Screen.THANKS)
     assert d.t.state.kind == "staff" and d.t.state.last_rating_id
+
+
+def test_after_the_case_screen_times_out_the_idle_screen_still_rates_the_open_case(open_kiosk, center):
+    d = open_kiosk()  # idle staff ratings off (the default at case windows)
+    ready(d, center)
+    open_case(d, center, "SH4010")
+    later = d.t.clock() + 10_000
+    d.t.clock = lambda: later  # past the case screen's timeout; the case is still open at the center
+    d.t.submit(Tick())
+    idle = d.on(Screen.IDLE, Phase.IDLE)
+    assert "请您对本次服务进行评价" in d.texts() and "请为工作人员评价" not in d.texts()
+    d.tap(level_button(idle, Level.SATISFIED))
+    d.on(Screen.THANKS)
+    assert d.t.state.kind == "case" and d.t.state.case_rated
 
 
 def test_idle_shows_window_staff_and_both_static_qr_codes(open_kiosk, center):

@@ -10,7 +10,7 @@ from fontTools.ttLib import TTCollection
 from center.simulator import CATALOG
 from device import config
 from device.machine import Phase, Settings, State
-from device.model import LEVELS, Catalog, Level, Reason, Staff
+from device.model import LEVELS, Case, Catalog, Level, Reason, Staff
 from ui import present
 from ui.env import FONT
 from ui.i18n import STRINGS, Translator, all_strings, placeholders
@@ -134,6 +134,18 @@ def test_staff_rating_offered_only_when_the_core_would_take_it():
     assert not present.staff_rating_offered(_state())
     assert not present.staff_rating_offered(_state(staff=staff, settings=Settings(staff_rating_when_idle=False)))
     assert not present.staff_rating_offered(_state(staff=staff, phase=Phase.CASE))
+
+
+def test_idle_levels_rate_the_open_case_before_anything_else():
+    staff = Staff("S1", "王芳", "0101")
+    case = Case("SH1", "310115-001", "居住证办理", staff, "ap_0123456789abcdef", "张*")
+    assert present.idle_levels(_state(case=case)) == "case"  # its screen timed out, still open at the center
+    assert present.idle_levels(_state(case=case, staff=staff,
+                                      settings=Settings(staff_rating_when_idle=True))) == "case"
+    assert present.idle_levels(_state(case=case, case_rated=True)) == ""
+    assert present.idle_levels(_state(case=case, case_closed=True)) == ""
+    assert present.idle_levels(_state(staff=staff, settings=Settings(staff_rating_when_idle=True))) == "staff"
+    assert present.idle_levels(_state(case=case, phase=Phase.CASE)) == ""
 
 
 def test_reason_pages():
