@@ -363,12 +363,8 @@ class Ledger:
     def _binding(self, center: str, device: str, payload: bytes, now: float) -> None:
         if not payload:
             return  # a cleared retained binding: keep the last one known
-        try:
-            b = messages.decode("binding", payload)
-            if b["center"] != center or b["device"] != device:
-                raise MessageError("impersonation", "the binding names another center or device than its topic")
-        except MessageError as e:
-            log.warning("ignored a binding for %s/%s: %s", center, device, e)
+        b = _published("binding", payload, center=center, device=device)
+        if b is None:
             return
         old = self.db.execute("SELECT window FROM bindings WHERE center=? AND device=?", (center, device)).fetchone()
         window = b.get("window") or (old[0] if old else None)
@@ -385,12 +381,8 @@ class Ledger:
     def _case(self, center: str, window: str, payload: bytes, now: float) -> None:
         if not payload:
             return  # a cleared retained case: what the ledger learned stays
-        try:
-            c = messages.decode("case", payload)
-            if c["center"] != center or c["window"] != window:
-                raise MessageError("wrong_window", "the case names another center or window than its topic")
-        except MessageError as e:
-            log.warning("ignored a case on %s/%s: %s", center, window, e)
+        c = _published("case", payload, center=center, window=window)
+        if c is None:
             return
         staff = (c.get("staff") or {}).get("id")
         self.db.execute(
@@ -532,6 +524,19 @@ def _cause(e: BaseException) -> str:
     if isinstance(e, TimeoutError):
         return "timed out"
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def _published(kind: str, payload: bytes, **topic: str) -> dict | None:
+    """A center message decoded and checked against the ids its topic names; None (logged) if refused."""
+    try:
+        msg = messages.decode(kind, payload)
+        wrong = [k for k, v in topic.items() if msg.get(k) != v]
+        if wrong:
+            raise MessageError("wrong_topic", f"the {kind} names another {'/'.join(wrong)} than its topic")
+        return msg
+    except MessageError as e:
+        log.warning("ignored a %s on %s: %s", kind, "/".join(topic.values()), e)
+        return None
 
 
 def _id_of(payload: bytes) -> str | None:

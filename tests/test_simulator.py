@@ -37,8 +37,9 @@ def test_the_window_state_is_published_again_after_a_broker_restart(tmp_path):
         try:
             retained = wait_for(lambda: fresh.messages_on(case_topic), what="retained case")
             assert [m["case"]["id"] for m in retained] == [current["case"]["id"]]
-            assert fresh.messages_on(messages.Topics("C1", "W01", "+").duty)
-            assert fresh.messages_on(messages.Topics("C1", "W01", "+").catalog)
+            # retained messages arrive one topic after another: wait for the other two as well
+            wait_for(lambda: fresh.messages_on(messages.Topics("C1", "W01", "+").duty), what="retained duty")
+            wait_for(lambda: fresh.messages_on(messages.Topics("C1", "W01", "+").catalog), what="retained catalog")
         finally:
             fresh.close()
     finally:
