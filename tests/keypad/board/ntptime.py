@@ -1,0 +1,3 @@
+# A stand-in for micropython-lib's `ntptime` (tests only): no network, so no time from it.
+def settime():
+    raise OSError(113)
