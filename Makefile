@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml tools/bootstrap
 
 ## run: the local demo — broker, center ledger, center simulator and a terminal (console view)
 run: $(STAMP)
-	$(PY) -m center.demo
+	$(PY) -m devkit.demo
 
 ## test: the whole suite against real Mosquitto brokers and real SQLite files
 test: $(STAMP)

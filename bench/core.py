@@ -23,17 +23,21 @@ import paho.mqtt.client as mqtt
 import qrcode
 from paho.mqtt.enums import CallbackAPIVersion
 
-from center.broker import Broker
 from center.ledger import query
 from device import qr
-from device.link import no_delay
 from device.machine import CaseOpened, LevelPressed, Phase
-from device.model import Case, Channel, Level, Staff
+from device.model import Case
 from device.terminal import Terminal
-from tests import helpers
-from tests.helpers import Center, terminal_config, wait_for
+from devkit import factories, terminals
+from devkit.broker import Broker
+from devkit.center import Center
+from devkit.terminals import terminal_config
+from devkit.waiting import wait_for
+from protocol import builders
+from protocol.transport import no_delay
+from protocol.values import Channel, Level
 
-STAFF = Staff("S0101", "王芳", "0101")
+STAFF = factories.staff()
 N_TAPS = 500
 N_CASES = 300
 N_DRAIN = 10_000
@@ -45,12 +49,12 @@ def pct(values: list[float], p: float) -> float:
 
 
 def case(i: int, prefix: str = "B") -> Case:
-    return Case(f"{prefix}{i:06d}", "310115-001", "居住证办理", STAFF, "ap_0123456789abcdef", "张*")
+    return factories.case_model(f"{prefix}{i:06d}")
 
 
 def start_terminal(port: int, data: Path, name: str, **env: str) -> Terminal:
-    return helpers.start_terminal(terminal_config(port, data, HCP_DEVICE_ID=name, HCP_DEVICE_LOG_LEVEL="ERROR",
-                                                  **env), name)
+    return terminals.start_terminal(terminal_config(port, data, HCP_DEVICE_ID=name, HCP_DEVICE_LOG_LEVEL="ERROR",
+                                                    **env), name)
 
 
 # ---- baselines --------------------------------------------------------------------------------
@@ -104,7 +108,8 @@ def tap_to_durable(t: Terminal) -> list[float]:
     committed = threading.Event()
     stamp = [0.0]
 
-    def watch(s):
+    def watch(snap):
+        s = snap.state
         if s.phase == Phase.THANKS and not committed.is_set():
             stamp[0] = time.perf_counter()
             committed.set()
@@ -129,7 +134,8 @@ def case_to_ready(t: Terminal, center: Center) -> tuple[list[float], str]:
     stamp = [0.0]
     want = [""]
 
-    def watch(s):
+    def watch(snap):
+        s = snap.state
         if s.phase == Phase.CASE and s.case and s.case.id == want[0] and s.qr is not None:
             stamp[0] = time.perf_counter()
             ready.set()
@@ -164,10 +170,10 @@ def qr_times(url: str, n: int = 50) -> tuple[float, float]:
 
 
 def fill_outbox(t: Terminal, n: int) -> None:
-    from device import machine, records
+    from device import machine
     draft = machine.RatingDraft("staff", Level.SATISFIED, Channel.TOUCH, STAFF)
     for _ in range(n):
-        t.outbox.add("rating", lambda rid, seq, ts: records.rating(draft, t.origin, rid, seq, ts))
+        t.outbox.add("rating", lambda rid, seq, ts: builders.rating(draft, t.origin, rid, seq, ts))
 
 
 def write_bytes() -> int:
@@ -231,7 +237,6 @@ def run() -> dict[str, float]:
         before = query(ledger_db, "SELECT count(*) FROM ratings")[0][0]
         t0 = time.perf_counter()
         drain.start()
-        threading.Thread(target=drain.run, daemon=True).start()
         wait_for(lambda: drain.outbox.counts().pending == 0, timeout=300, what="drained")
         r["drain_ratings_per_s"] = N_DRAIN / (time.perf_counter() - t0)
         assert query(ledger_db, "SELECT count(*) FROM ratings")[0][0] - before == N_DRAIN

@@ -15,7 +15,8 @@ import threading
 import time
 from datetime import datetime
 
-from center.broker import free_port
+from devkit import factories
+from devkit.broker import free_port
 
 SAMPLES = 200
 WARMUP = 50  # first presses after start-up pay one-time costs (driver threads starting, caches filling)
@@ -26,7 +27,6 @@ def key_to_durable(samples: int = SAMPLES) -> list[float]:
 
     from device import config
     from device.machine import CaseOpened, Phase
-    from device.model import Case, Staff
     from device.terminal import Terminal
     from drivers import attach
 
@@ -37,7 +37,6 @@ def key_to_durable(samples: int = SAMPLES) -> list[float]:
                                "HCP_MQTT_RECONNECT_MIN_S": "30", "HCP_MQTT_RECONNECT_MAX_S": "60"})
         term = Terminal(cfg, "bench")
         term.start()
-        threading.Thread(target=term.run, name="core-bench", daemon=True).start()
         factory = MockFactory()
         key_time = [1000.0]
         hw = attach(term, "official-7in-touch", simulate=True, pin_factory=factory, key_clock=lambda: key_time[0])
@@ -46,7 +45,8 @@ def key_to_durable(samples: int = SAMPLES) -> list[float]:
         stamp = [0.0]
         last = [""]
 
-        def watch(s) -> None:
+        def watch(snap) -> None:
+            s = snap.state
             if s.phase == Phase.CASE:
                 shown.set()
             if s.last_rating_id and s.last_rating_id != last[0]:
@@ -55,13 +55,12 @@ def key_to_durable(samples: int = SAMPLES) -> list[float]:
                 committed.set()
 
         term.watch(watch)
-        staff = Staff("S0101", "王芳", "0101")
         out: list[float] = []
         try:
             for i in range(samples + WARMUP):
                 shown.clear()
                 committed.clear()
-                case = Case(f"B{i:05d}", "310115-001", "居住证办理", staff, "ap_0123456789abcdef", "张*")
+                case = factories.case_model(f"B{i:05d}")
                 term.submit(CaseOpened(case, qr=term.dynamic_qr(case)))
                 if not shown.wait(10):
                     raise RuntimeError("case not shown")
@@ -106,12 +105,12 @@ def slip_times(runs: int = 30) -> tuple[float, list[float]]:
 
 def frame_times(runs: int = 30) -> list[float]:
     from device.machine import Phase, State
-    from device.model import Case, Staff
+    from device.model import Case
     from device.qr import DynamicQr, matrix
     from drivers.display import SmallScreen, rgb565
 
     url = "https://hcp.example.gov.cn/r?t=1~demo~C1~SH0001~W01~S0101~bench~1790000000~AbCdEfGh~0123456789abcdef"
-    staff = Staff("S0101", "王芳", "0101")
+    staff = factories.staff()
     s = State(phase=Phase.CASE, case=Case("SH0001", "x", "居住证办理", staff, "ap", "张*"),
               qr=DynamicQr(url, tuple(map(tuple, matrix(url))), 0), window_name="一号窗口")
     screen = SmallScreen((240, 240))

@@ -50,9 +50,10 @@ def probe(port: int, rounds: int, data_dir: str) -> None:
     from kivy.graphics.opengl import glFinish
     from kivy.tests.common import UnitTestTouch
 
-    from device.model import Level
     from device.terminal import Terminal
-    from tests.helpers import Center, terminal_config
+    from devkit.center import Center
+    from devkit.terminals import terminal_config
+    from protocol.values import Level
     from ui.app import KioskApp
     from ui.present import Screen
 
@@ -60,12 +61,10 @@ def probe(port: int, rounds: int, data_dir: str) -> None:
                           HCP_UI_TOUCH_GUARD_MS="0", HCP_UI_IDLE_FPS="10", HCP_UI_IDLE_AFTER_S="1")
     term = Terminal(cfg, "bench")
     term.start()
-    core = threading.Thread(target=term.run, daemon=True)
-    core.start()
     center = Center(port)
     center.catalog()
     center.duty()
-    app = KioskApp(term, core)
+    app = KioskApp(term)
     k = app.kiosk
     want: dict = {}
     got = {"qr": threading.Event(), "thanks": threading.Event()}
@@ -201,8 +200,8 @@ def _start_idle(cmd: list[str], env: dict, workdir: Path, idle_s: float) -> dict
 
 
 def run() -> dict[str, float]:
-    from center.broker import Broker
-    from tests.helpers import Center
+    from devkit.broker import Broker
+    from devkit.center import Center
 
     rounds = int(os.environ.get("BENCH_UI_ROUNDS", "200"))
     idle_s = float(os.environ.get("BENCH_UI_IDLE_S", "60"))

@@ -6,8 +6,8 @@ sent it. It also follows the bindings (provisioning) and the cases (the case sys
 the broker, and checks every rating against them: a rating for another window's case is kept,
 flagged and alarmed, and never counts as the case's first rating.
 
-`python -m center.ledger --port 1883 --db ledger.db` runs it; `python -m center.ledger gaps --db
-ledger.db` lists each device's missing sequence numbers.
+`python -m center.ledger --center-file center.toml` runs it as the center file says (or `--port 1883 --db
+ledger.db`); `python -m center.ledger gaps --db ledger.db` lists each device's missing sequence numbers.
 """
 from __future__ import annotations
 
@@ -30,9 +30,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from device import messages
-from device.link import backoff, no_delay
-from device.messages import MessageError, parse_device_topic
+from protocol import codec, topics
+from provisioning import config as center_config
+from protocol.codec import MessageError
+from protocol.topics import parse_device_topic
+from protocol.transport import backoff, no_delay
 
 log = logging.getLogger("ledger")
 
@@ -75,7 +77,7 @@ CREATE INDEX IF NOT EXISTS ratings_by_device_seq ON ratings(center, device, seq)
 BATCH = 1000
 BATCH_ATTEMPTS = 3  # a batch the database refuses (busy, I/O) is tried again before it is given up
 SUBACK_TIMEOUT_S = 10
-WINDOW_TOPIC = re.compile(rf"{re.escape(messages.PREFIX)}/([A-Za-z0-9_-]{{1,32}})/window/([A-Za-z0-9_-]{{1,32}})/case")
+WINDOW_TOPIC = re.compile(rf"{re.escape(topics.PREFIX)}/([A-Za-z0-9_-]{{1,32}})/window/([A-Za-z0-9_-]{{1,32}})/case")
 # Flags that only say where a check's footing came from; every other flag is an alarm.
 INFORMATIVE_FLAGS = {"unbound"}
 # SQLite errors that belong to one record (a constraint, a value it cannot hold); any other means the
@@ -126,8 +128,8 @@ class Ledger:
         self.flagged = 0     # ratings kept with an alarm flag (window/case mismatch, unknown case)
         self.bad_topic = 0   # messages on topics the ledger cannot parse
         self.fatal: str | None = None
-        self.topics = [f"{messages.PREFIX}/{center}/device/+/{leaf}" for leaf in ("rating", "event", "binding")]
-        self.topics.append(f"{messages.PREFIX}/{center}/window/+/case")
+        self.topics = [f"{topics.PREFIX}/{center}/device/+/{leaf}" for leaf in ("rating", "event", "binding")]
+        self.topics.append(f"{topics.PREFIX}/{center}/window/+/case")
         v5 = mqtt_version == "5"
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
@@ -338,13 +340,13 @@ class Ledger:
             self._throttle("topic", logging.WARNING, "ignored a message on %r: not a record", topic[:200])
             return None, None
         try:
-            msg = messages.decode(leaf, payload)
+            msg = codec.decode(leaf, payload)
             if msg["device"] != device or msg["center"] != center:
                 raise MessageError("impersonation", f"topic says {center}/{device}, payload says "
                                                     f"{msg['center']}/{msg['device']}")
         except MessageError as e:
             return self._refusal(topic, payload, str(e))
-        reply = f"{messages.PREFIX}/{center}/device/{device}/receipt"
+        reply = f"{topics.PREFIX}/{center}/device/{device}/receipt"
         status = self._insert_rating(msg, now) if leaf == "rating" else self._insert_event(msg, now)
         return reply, {"id": msg["id"], "status": status}
 
@@ -355,7 +357,7 @@ class Ledger:
         rid = _id_of(payload)
         if where is None or rid is None:
             return None, None
-        return (f"{messages.PREFIX}/{where[0]}/device/{where[1]}/receipt",
+        return (f"{topics.PREFIX}/{where[0]}/device/{where[1]}/receipt",
                 {"id": rid, "status": "rejected", "reason": reason[:200]})
 
     # ---- what the center published --------------------------------------------------------------
@@ -464,14 +466,14 @@ def receipt_chunks(items: list[dict]) -> list[bytes]:
     batch: list[dict] = []
     size = 40  # the envelope
     for item in items:
-        n = len(messages.encode(item)) + 1
+        n = len(codec.encode(item)) + 1
         if batch and (size + n > RECEIPT_BUDGET or len(batch) >= RECEIPT_MAX_ITEMS):
-            out.append(messages.encode({"v": 1, "type": "receipt", "items": batch}))
+            out.append(codec.encode({"v": 1, "type": "receipt", "items": batch}))
             batch, size = [], 40
         batch.append(item)
         size += n
     if batch:
-        out.append(messages.encode({"v": 1, "type": "receipt", "items": batch}))
+        out.append(codec.encode({"v": 1, "type": "receipt", "items": batch}))
     return out
 
 
@@ -529,7 +531,7 @@ def _cause(e: BaseException) -> str:
 def _published(kind: str, payload: bytes, **topic: str) -> dict | None:
     """A center message decoded and checked against the ids its topic names; None (logged) if refused."""
     try:
-        msg = messages.decode(kind, payload)
+        msg = codec.decode(kind, payload)
         wrong = [k for k, v in topic.items() if msg.get(k) != v]
         if wrong:
             raise MessageError("wrong_topic", f"the {kind} names another {'/'.join(wrong)} than its topic")
@@ -563,25 +565,58 @@ def gaps_main(argv: list[str]) -> int:
     return 0
 
 
+def _options(args: argparse.Namespace) -> dict:
+    """What the ledger runs with: the center file's values (if given), each overridden by its flag."""
+    o: dict = {"db": "ledger.db", "host": "127.0.0.1", "port": 1883, "center": "+", "username": "", "password": "",
+               "mqtt_version": "5", "ca": None}
+    tls_port = None
+    if args.center_file:
+        cfg = center_config.load(args.center_file)
+        host, port, ca = cfg.service_broker(cfg.ledger.mqtt_host, cfg.ledger.mqtt_port)
+        tls_port = port if ca else None
+        secret = cfg.secret_file(cfg.ledger.account)
+        if not secret.exists():
+            raise OSError(f"{secret}: no password for the {cfg.ledger.account} account (made by "
+                          "`python -m provisioning --center ... broker-config`)")
+        o.update(db=cfg.ledger.db, host=host, port=port, center=cfg.center.id, username=cfg.ledger.account,
+                 password=secret.read_text().strip(), mqtt_version=cfg.ledger.mqtt_version, ca=ca)
+    given = {k: getattr(args, k) for k in ("db", "host", "port", "center", "username", "mqtt_version")}
+    o.update({k: v for k, v in given.items() if v is not None})
+    if args.password_file:
+        o["password"] = Path(args.password_file).read_text().strip()
+    if o["port"] != tls_port:
+        o["ca"] = None  # --port chose another listener than the center file's TLS one
+    return o
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["gaps"]:
         return gaps_main(argv[1:])
     ap = argparse.ArgumentParser(prog="rating-ledger", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--db", default="ledger.db")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=1883)
-    ap.add_argument("--center", default="+", help="center id, or + for all")
-    ap.add_argument("--username", default="", help="MQTT user (the center broker has no anonymous access)")
-    ap.add_argument("--password-file", default="", help="file holding that user's password")
-    ap.add_argument("--mqtt-version", choices=("5", "3.1.1"), default="5",
+    ap.add_argument("--center-file", help="the center file (docs/center-file.md): broker, TLS, account, database "
+                                          "and MQTT version from it ([ledger], [broker], [accounts]); a flag "
+                                          "given as well wins")
+    ap.add_argument("--db", help="database (default: ledger.db, or [ledger] db)")
+    ap.add_argument("--host", help="broker host (default: 127.0.0.1)")
+    ap.add_argument("--port", type=int, help="broker port (default: 1883)")
+    ap.add_argument("--center", help="center id, or + for all (default: +, or the center file's)")
+    ap.add_argument("--username", help="MQTT user (the center broker has no anonymous access)")
+    ap.add_argument("--password-file", help="file holding that user's password")
+    ap.add_argument("--mqtt-version", choices=("5", "3.1.1"),
                     help="MQTT protocol version (3.1.1: no reason codes; receipts are the only acknowledgement)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s ledger %(levelname)s: %(message)s")
-    password = Path(args.password_file).read_text().strip() if args.password_file else ""
-    ledger = Ledger(args.db, args.host, args.port, args.center, username=args.username, password=password,
-                    mqtt_version=args.mqtt_version)
+    try:
+        opts = _options(args)
+    except (center_config.CenterConfigError, OSError) as e:
+        print(f"rating-ledger: {e}", file=sys.stderr)
+        return 2
+    ledger = Ledger(opts["db"], opts["host"], opts["port"], opts["center"], username=opts["username"],
+                    password=opts["password"], mqtt_version=opts["mqtt_version"])
+    if opts["ca"]:
+        ledger.client.tls_set(ca_certs=str(opts["ca"]))
     stop = threading.Event()
 
     def on_signal(*_) -> None:
@@ -590,7 +625,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("ledger for %s:%d, database %s", args.host, args.port, args.db)
+    log.info("ledger for %s:%d%s, database %s", opts["host"], opts["port"], " (TLS)" if opts["ca"] else "",
+             opts["db"])
     try:
         ledger.start()
     except LedgerError as e:

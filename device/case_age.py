@@ -17,7 +17,7 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from device.messages import MessageError
+from protocol.codec import MessageError
 
 log = logging.getLogger(__name__)
 FILE = "case_seen.json"

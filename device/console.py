@@ -1,7 +1,8 @@
 """A headless console view: the rating screens as text, keyboard input on stdin.
 
 Used by `make run` on machines without a screen and by the crash tests (which drive it through a
-pipe). Like any view it only renders `State` and submits events.
+pipe). Like any view it sees only the core's port (`device.port`): it renders each published
+`Snapshot` and submits events.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import unicodedata
 from typing import TextIO
 
 from device.machine import Back, LevelPressed, Phase, ReasonsConfirmed, ReasonToggled, State
-from device.model import LEVELS, Channel
+from device.port import Snapshot, TerminalPort
+from protocol.values import LEVELS, Channel
 
 # Controls (ANSI escapes, NUL, newlines: Cc), format characters (bidi overrides such as U+202E: Cf)
 # and line/paragraph separators could repaint or reorder the operator's terminal.
@@ -27,31 +29,50 @@ HELP = "键入 1–5 评价 (1 非常满意 … 5 非常不满意)；原因页�
 
 
 class ConsoleView:
-    def __init__(self, terminal, out: TextIO = sys.stdout, inp: TextIO = sys.stdin):
+    """`run()` until `q` on the input, end of input, or `stop()` (a signal)."""
+
+    def __init__(self, terminal: TerminalPort, out: TextIO = sys.stdout, inp: TextIO = sys.stdin):
         self.t = terminal
         self.out = out
         self.inp = inp
         self._last = ""
+        self._pairing_line = ""
         self.quit = threading.Event()
 
-    def start(self) -> None:
+    def run(self) -> None:
         self.t.watch(self.render)
         threading.Thread(target=self._read, name="console-input", daemon=True).start()
+        while not self.quit.wait(0.5):  # (a timeout keeps the main thread responsive to signals)
+            pass
+
+    def stop(self) -> None:
+        self.quit.set()
 
     # ---- output ---------------------------------------------------------------------------------
 
-    def render(self, s: State) -> None:
-        text = self.screen(s)
+    def render(self, snap: Snapshot) -> None:
+        if snap.mode != "plain":  # the console shows the rating screens; say what the Unpaired screen would
+            self._say_pairing(snap)
+        text = self.screen(snap)
         if text != self._last:
             self._last = text
             self.out.write(text + "\n")
             self.out.flush()
 
-    def screen(self, s: State) -> str:
-        net = "在线" if self.t.online else "离线"
-        c = self.t.outbox.counts()
-        head = f"── {printable(s.window_name or self.t.cfg.center.window)} │ {net} │ 待送 {c.pending}" + \
-               (f" │ 隔离 {c.quarantined}" if c.quarantined else "") + " ──"
+    def _say_pairing(self, snap: Snapshot) -> None:
+        p = snap.pairing
+        line = f"[未配对 {p.state}] 配对码 {p.code or '—'} {p.qr_url} {p.detail}".rstrip() if p else \
+            "[已配对] 窗口 " + snap.window
+        if line != self._pairing_line:
+            self._pairing_line = line
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def screen(self, snap: Snapshot) -> str:
+        s = snap.state
+        net = "在线" if snap.online else "离线"
+        head = f"── {printable(s.window_name or snap.window)} │ {net} │ 待送 {snap.pending}" + \
+               (f" │ 隔离 {snap.quarantined}" if snap.quarantined else "") + " ──"
         if s.phase == Phase.IDLE:
             staff = f"当班：{printable(s.staff.name)}（{printable(s.staff.number or s.staff.id)}）" if s.staff else "当班：—"
             return f"{head}\n[空闲] {staff}\n{HELP}"
@@ -83,7 +104,7 @@ class ConsoleView:
             if cmd == "q":
                 self.quit.set()
                 return
-            event = self.parse(cmd, self.t.state)
+            event = self.parse(cmd, self.t.snapshot.state)
             if event is not None:
                 self.t.submit(event)
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from device.config import OutboxSection
-from device.link import backoff
 from device.outbox import Outbox, OutboxError, Record
+from protocol.transport import backoff
 
 log = logging.getLogger(__name__)
 RECENT_RECEIPTS = 20_000

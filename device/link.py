@@ -12,7 +12,6 @@ rate-limited: the first failure, each change of cause, then once a minute.
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import ssl
 import sys
@@ -26,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device.config import MqttSection
+from protocol.transport import backoff, no_delay
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +80,6 @@ def describe_failure(exc: BaseException | None, tls: bool = False) -> str:
     if isinstance(exc, OSError):
         return f"network error: {exc.strerror or exc}"
     return f"connection failed: {exc}" if exc else "connection failed"
-
-
-def no_delay(client, userdata, sock) -> None:
-    """Ratings and acks are small: send them now, not after Nagle's wait for the previous ACK."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass  # not a TCP socket (a test double, a proxy): nothing to tune
-
-
-def backoff(attempt: int, low: float, high: float) -> float:
-    """Exponential backoff with jitter: uniformly between half and all of low·2^attempt, capped."""
-    cap = min(high, low * (2 ** min(attempt, 30)))
-    return random.uniform(cap / 2, cap)
 
 
 class Link:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Union
 
-from device.model import Case, Catalog, Channel, Level, Staff
+from device.model import Case, Catalog, Staff
+from protocol.values import Channel, Level
 
 
 RECENT = 64

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from device import ids, messages
+from device import ids
+from protocol import codec
 
 log = logging.getLogger(__name__)
 
@@ -389,8 +390,8 @@ class Outbox:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         seq = self._next_seq  # taken by the record's own row in its own commit: see `delivered` for the rest
-        msg = messages.validate(build(rid, seq, ts))
-        payload = messages.encode(msg)
+        msg = codec.validate(build(rid, seq, ts))
+        payload = codec.encode(msg)
         db.execute("INSERT INTO outbox (seq, id, leaf, payload, created) VALUES (?,?,?,?,?)",
                    (seq, rid, leaf, payload, time.time()))
         if case_id is not None:

@@ -1,55 +1,59 @@
 """The terminal runtime: wires config, outbox, MQTT link and courier around the pure state machine.
 
-Threads:
-- core (`run`): the only thread that steps the state machine and commits ratings;
+Threads (all started by `start()` and joined by `stop()`):
+- core: the only thread that steps the state machine and the pairing step, commits ratings, writes
+  the retained inputs and the credentials, and publishes the views' `Snapshot` (device.port);
 - paho's network thread: decodes inbound messages, renders the dynamic QR, queues events;
 - courier: delivery and receipts (device.courier);
-- views (console, Kivy, GPIO keys) only `submit()` events and `watch()` states.
+- views (console, Kivy, GPIO keys) only `submit()` events and `watch()` snapshots.
 
-Enrolment and binding (window, account, pairing screen) live in the mixin `device.enrolled`.
+Enrolment and binding: `device.account` (the shell) around `device.pairing` (the pure step).
 """
 from __future__ import annotations
 
 import logging
 import os
 import queue
+import secrets
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from device import __version__, ids, machine, messages, qr, records
+from device import __version__, ids, identity, inputs, machine, pairing, qr
+from device.account import NOT_OURS, Account
 from device.alarms import Alarms
 from device.case_age import CaseAge
 from device.config import Config, qr_key
 from device.courier import Courier
-from device.enrolled import RE_ENROL, REFRESH, REWIRE, Enrolled, PairingWatcher, _Rebind
-from device.machine import (CaseCleared, CaseClosed, CaseOpened, CaseRatedElsewhere, CatalogChanged, CommitFailed,
-                            Committed, CommitRating, DutyChanged, EmitUnrated, Ignored, SettingsChanged,
-                            State, Tick)
-from device.messages import MessageError, Topics
-from device.model import Case, Catalog, Channel, Staff
+from device.enrolment import Pairing
+from device.link import Link
+from device.machine import CaseCleared, CommitFailed, Committed, CommitRating, EmitUnrated, Ignored, Phase, State, Tick
+from device.model import Case
 from device.outbox import Outbox, OutboxError, Record
-
-if TYPE_CHECKING:
-    from device.enrolment import Credentials, Pairing
+from device.port import Snapshot, Watcher
+from protocol import builders, codec
+from protocol.codec import MessageError
+from protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 300
-RETAINED_FILES = ("catalog", "duty", "config")  # kept on the data partition so the terminal works offline
+REFRESH = object()  # not an event: only asks for a new snapshot (connectivity or alarms changed)
 
-Watcher = Callable[[State], None]
+
 @dataclass(frozen=True)
-class _Windowed:
-    """An input that belongs to one window: dropped if the terminal was moved before it was stepped."""
+class _Inbound:
+    """A decoded input for the core thread: dropped if the terminal was moved to another window before it
+    was stepped; a retained input (catalog, duty, config) is saved to disk first."""
 
-    window: str
     event: Any
+    window: str | None = None
+    retained: tuple[str, dict] | None = None
 
 
-class Terminal(Enrolled):
+class Terminal:
     def __init__(self, cfg: Config, device_id: str, clock: Callable[[], float] = time.monotonic):
         self.base_cfg = cfg
         self.device_id = device_id
@@ -60,54 +64,87 @@ class Terminal(Enrolled):
             os.chmod(self.data_dir, 0o700)  # ratings, credentials and keys: for the terminal's account only
         except OSError as e:
             log.warning("cannot make %s private (0700): %s", self.data_dir, e)
-        self.enrolled = bool(cfg.enrolment.username)
-        self.binding: dict | None = None
-        self._creds: Credentials | None = None
-        self._pairing: Pairing | None = None
-        self._pairing_watchers: list[PairingWatcher] = []
-        self._code_until = 0.0                      # monotonic: when the shown pairing code expires
-        self._code: tuple[str, float] = ("", 0.0)   # (code, the same expiry as wall time for the screen)
-        self._creds_pending: Credentials | None = None
-        self._last_hello = -1e18
-        self._refusals = 0
-        self._binding_qr_key: bytes | None = None
-        if self.enrolled:
-            self._init_enrolment()
-        self.cfg = cfg = self._effective_cfg()
-        self.origin = records.Origin(cfg.center.id, cfg.center.window, device_id)
+        self.account = Account(cfg, device_id, self.data_dir)
+        self.cfg = cfg = self.account.effective_config()
+        self.binding: dict | None = self.account.state.binding  # the binding `cfg` is made of
+        self.origin = builders.Origin(cfg.center.id, cfg.center.window, device_id)
         self.topics = Topics(cfg.center.id, cfg.center.window, device_id)
         self.rejected: Counter[str] = Counter()
         self.alarms = Alarms(self._alarm_changed)
         self.case_age = CaseAge(self.data_dir, cfg.case.max_age_h)
         self.outbox = Outbox(self.data_dir / "outbox.db", cfg.outbox.capacity, on_alarm=self.alarms.raise_,
                              on_clear=self.alarms.clear)
-        self._qr_key = self._binding_qr_key or qr_key(cfg)
+        self._qr_key = self.account.state.qr_key or qr_key(cfg)
         if self._qr_key is None and not self.enrolled:
             log.error("no QR signing key (qr.key or qr.key_file): cases show no dynamic QR, only the screen")
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._watchers: list[Watcher] = []
         self._stop = threading.Event()
-        self.state = State(settings=self._settings())
+        self._core: threading.Thread | None = None
+        self.state = State(settings=inputs.settings(cfg))
         self.link = self._make_link()
         self.courier = Courier(self.outbox, cfg.outbox, publish=self._publish_record, on_alarm=self.alarms.raise_,
                                on_clear=self.alarms.clear, clock=clock, max_unacked=cfg.mqtt.max_inflight)
-        self._load_retained()
-        self._counts = self.outbox.counts()
-        roster = self.roster_duty() if self.enrolled else None
+        for kind, data in inputs.load_retained(self.data_dir, cfg):
+            event = inputs.event_for(kind, data, cfg, self.outbox.case_rated, self.dynamic_qr)
+            self.state, _ = machine.step(self.state, event, self.clock())
+        roster = self.account.roster_duty(cfg.center.window)
         if roster is not None:  # no duty feed (yet): the binding's roster
             self.state, _ = machine.step(self.state, roster, self.clock())
-        self._pairing = self._current_pairing()
+        self.snapshot = self._snapshot()
 
-    # ---- public API for views -------------------------------------------------------------------
+    # ---- the port for views (device.port.TerminalPort) ------------------------------------------
 
     def submit(self, event: machine.Event) -> None:
         """Hand an input to the core thread (safe from any thread: UI, GPIO callbacks, console)."""
         self._events.put(event)
 
     def watch(self, fn: Watcher) -> None:
-        """`fn(state)` is called on the core thread after every change; keep it short."""
+        """`fn(snapshot)` now, then on the core thread after every change; keep it short."""
         self._watchers.append(fn)
-        fn(self.state)
+        fn(self.snapshot)
+
+    @property
+    def alive(self) -> bool:
+        return self._core is not None and self._core.is_alive()
+
+    def requeue(self) -> int:
+        """Offer the quarantined records again (after the center fixed the cause: protocol §7)."""
+        n = self.snapshot.quarantined
+        self.courier.requeue()
+        return n
+
+    def re_enrol(self) -> str:
+        """Maintenance (any thread): forget this terminal's account and binding, announce again for a code.
+
+        Ratings not delivered yet stay in the outbox and go out under the next account. A terminal
+        configured by hand has nothing to enrol with: ValueError."""
+        if self.mode == "plain":
+            raise ValueError("configured by hand ([enrolment] not set): nothing to re-enrol")
+        self.submit(pairing.ReEnrolAsked())
+        return "announcing again for a pairing code"
+
+    def raise_alarm(self, code: str, detail: str) -> None:
+        self.alarms.raise_(code, detail)
+
+    def clear_alarm(self, code: str) -> None:
+        self.alarms.clear(code)
+
+    # ---- what the core serves now (read on the core thread, or by tests) -------------------------
+
+    @property
+    def enrolled(self) -> bool:
+        return self.account.state.enrolled
+
+    @property
+    def mode(self) -> str:
+        """`plain` (configured by hand), `enrolling` (no account of its own yet) or `paired`."""
+        return self.account.state.mode
+
+    @property
+    def pairing(self) -> Pairing | None:
+        """What the Unpaired screen shows (code, QR URL, state); None while rating at a window as usual."""
+        return self.snapshot.pairing  # as published: after the binding's effects were carried out
 
     @property
     def online(self) -> bool:
@@ -118,22 +155,30 @@ class Terminal(Enrolled):
         """Why the terminal is not connected, in words with host:port (maintenance screen); None when connected."""
         return self.link.last_error
 
+    # ---- lifecycle --------------------------------------------------------------------------------
+
     def start(self) -> None:
+        """Start the courier, the network thread and the core thread."""
         self.courier.start()
         self.link.start()
+        self._core = threading.Thread(target=self._run, name=f"core-{self.device_id}", daemon=True)
+        self._core.start()
 
     def stop(self) -> None:
+        """Join the core first (it may be switching the link), then the link and courier; close the outbox last."""
         if self._stop.is_set():
             return
         self._stop.set()
-        self._events.put(Tick())
-        final = None if self.mode == "enrolling" else (self.topics.status, messages.encode(self._status("offline")))
+        self._events.put(REFRESH)
+        if self._core is not None and self._core is not threading.current_thread():
+            self._core.join()
+        final = None if self.mode == "enrolling" else (self.topics.status, codec.encode(self._status("offline")))
         self.link.stop(final=final)
         self.courier.stop()
         self.outbox.close()
 
-    def run(self) -> None:
-        """The core loop: step the machine on each event, or on each deadline."""
+    def _run(self) -> None:
+        """The core loop: step the machine on each event, or on each deadline; publish a snapshot on change."""
         last_status = self.clock()
         while not self._stop.is_set():
             deadline = self.state.deadline
@@ -142,23 +187,19 @@ class Terminal(Enrolled):
                 event = self._events.get(timeout=timeout)
             except queue.Empty:
                 event = Tick()
-            if event is REFRESH:
-                self._notify()
-            elif event is REWIRE:
-                if self._creds_pending is not None:  # (a retained answer delivered twice rewires once)
-                    self._rewire()
-            elif isinstance(event, _Rebind):
-                self._rebind(event)
-            elif event is RE_ENROL:
-                self._re_enrol()
-            else:
-                self.handle(event)
-            if self.enrolled:
-                self._enrolment_tick()
-            self._check_counts()
-            if self.clock() - last_status >= STATUS_EVERY_S:
-                last_status = self.clock()
-                self.publish_status()
+            try:
+                if isinstance(event, pairing.EVENTS):
+                    self._pairing_step(event)
+                elif event is not REFRESH:
+                    self.handle(event)
+                if self.enrolled:
+                    self._pairing_step(pairing.Tick(self.online, self.outbox.counts().pending))
+                if self.clock() - last_status >= STATUS_EVERY_S:
+                    last_status = self.clock()
+                    self.publish_status()
+                self._publish()
+            except Exception:  # noqa: BLE001 - the core must outlive one bad event
+                log.exception("core: failed on %r", event)
 
     def handle(self, event: machine.Event) -> None:
         """Step once and carry out the effects (core thread).
@@ -166,13 +207,14 @@ class Terminal(Enrolled):
         A rating is committed before anything is rendered (the machine only reaches "thank you" after
         `Committed`); other effects (an unrated event for the SMS follow-up) wait until the screen shows.
         """
-        if isinstance(event, _Windowed):
-            if event.window != self.cfg.center.window:
+        if isinstance(event, _Inbound):
+            if event.window is not None and event.window != self.cfg.center.window:
                 log.info("dropped input for window %s: this terminal now serves %s", event.window,
                          self.cfg.center.window)
                 return
+            if event.retained is not None:
+                inputs.save_retained(self.data_dir, *event.retained, self.alarms)
             event = event.event
-        before = self.state
         self.state, effects = machine.step(self.state, event, self.clock())
         later: list[machine.Effect] = []
         while effects:
@@ -182,23 +224,32 @@ class Terminal(Enrolled):
                 continue
             self.state, more = machine.step(self.state, self._commit(effect), self.clock())
             effects.extend(more)
-        if self.state is not before:
-            self._notify()
+        self._publish()
         for effect in later:
             self._carry_out(effect)
 
-    def _check_counts(self) -> None:
-        """Core thread, once per loop (at least every second): the views hear of changed outbox counts
-        (receipts are taken on the courier's thread and change no state)."""
-        counts = self.outbox.counts()
-        if counts != self._counts:
-            self._counts = counts
-            self._notify()
+    # ---- the views' snapshot -----------------------------------------------------------------------
 
-    def _notify(self) -> None:
+    def _snapshot(self) -> Snapshot:
+        c, cfg = self.outbox.counts(), self.cfg
+        return Snapshot(state=self.state, device_id=self.device_id, center=cfg.center.id, window=cfg.center.window,
+                        window_name=self.account.state.window_name, ui=cfg.ui, hardware=cfg.hardware,
+                        online=self.online, problem=self.connection_problem, pending=c.pending,
+                        quarantined=c.quarantined, capacity=c.capacity, alarms=tuple(sorted(self.alarms.active())),
+                        last_error=self.alarms.last_error, mode=self.mode,
+                        pairing=pairing.shown(self.account.state, self.clock(), self.base_cfg.enrolment.console_url),
+                        broker=(cfg.mqtt.host, cfg.mqtt.port), firmware=__version__, data_dir=str(cfg.device.data_dir),
+                        ca_file=cfg.mqtt.ca_file)
+
+    def _publish(self) -> None:
+        """Core thread: a new snapshot for the views when anything they show changed."""
+        snap = self._snapshot()
+        if snap == self.snapshot:
+            return
+        self.snapshot = snap
         for fn in self._watchers:
             try:
-                fn(self.state)
+                fn(snap)
             except Exception:  # noqa: BLE001 - a broken view must not stop the core
                 log.exception("view failed to render")
 
@@ -207,7 +258,7 @@ class Terminal(Enrolled):
     def _commit(self, effect: CommitRating) -> machine.Event:
         d = effect.draft
         try:
-            rec = self.outbox.add("rating", lambda rid, seq, ts: records.rating(d, self.origin, rid, seq, ts),
+            rec = self.outbox.add("rating", lambda rid, seq, ts: builders.rating(d, self.origin, rid, seq, ts),
                                   case_id=d.case.id if d.case else None)
         except (OutboxError, MessageError) as e:
             self.alarms.raise_("rating_not_stored", str(e))
@@ -219,8 +270,8 @@ class Terminal(Enrolled):
     def _carry_out(self, effect: machine.Effect) -> None:
         if isinstance(effect, EmitUnrated):
             try:
-                rec = self.outbox.add("event", lambda rid, seq, ts: records.unrated(effect.case, self.origin,
-                                                                                    rid, seq, ts))
+                rec = self.outbox.add("event", lambda rid, seq, ts: builders.unrated(effect.case, self.origin,
+                                                                                     rid, seq, ts))
                 self.courier.new_record(rec)
             except (OutboxError, MessageError) as e:
                 self.alarms.raise_("event_not_stored", f"unrated case {effect.case.id}: {e}")
@@ -237,20 +288,85 @@ class Terminal(Enrolled):
     def _publish_record(self, rec: Record) -> int | None:
         return self.link.publish(self.topics.device_topic(rec.leaf), rec.payload, qos=1)
 
-    # ---- inbound (paho network thread) -----------------------------------------------------------
+    # ---- enrolment and binding (core thread) ---------------------------------------------------------
+
+    def _pairing_step(self, event: pairing.Event) -> None:
+        try:
+            effects = self.account.step(event, self.clock())
+        except OSError as e:
+            self.alarms.raise_("disk_write_failed", f"credentials: {e}")
+            return
+        for effect in effects:
+            if isinstance(effect, pairing.Reconnect):
+                self.link.stop()
+                self._switch_window(self.account.effective_config())
+                self.link = self._make_link()
+                if not self._stop.is_set():
+                    self.link.start()
+            elif isinstance(effect, pairing.UsePassword):
+                self.link.set_credentials(effect.username, effect.password)
+            elif isinstance(effect, pairing.SwitchWindow):
+                self._switch_window(self.account.effective_config())
+                roster = self.account.roster_duty(self.cfg.center.window)
+                if roster is not None:
+                    self.handle(roster)
+                self.link.set_subscriptions(self.account.subscriptions(self.topics))
+            elif isinstance(effect, pairing.PublishStatus):
+                self.publish_status()
+            elif isinstance(effect, pairing.Announce):
+                payload = builders.hello(self.cfg.center.id, self.device_id, self.account.key, identity.model(),
+                                         __version__)
+                self.link.publish(self.topics.hello, payload, qos=1)
+
+    def _make_link(self) -> Link:
+        common = dict(on_message=self._inbound, on_puback=lambda mid, code, name: self.courier.puback(mid, code, name),
+                      on_connection=self._connection, on_refused=lambda code: self.submit(pairing.Refused(code)))
+        if self.mode == "enrolling":
+            # A random client id (128 bits) in the enrol- namespace: nobody holding the shared enrolment
+            # account can knock this one off, and it never names a paired terminal's session.
+            return Link(self.cfg.mqtt, f"enrol-{self.device_id}-{secrets.token_urlsafe(16)}", will_topic=None,
+                        will_payload=b"", subscriptions=[self.topics.answer(self.account.key_id)],
+                        on_connected_publish=lambda: None, persistent=False, **common)
+        client_id = self.account.state.creds.client_id if self.mode == "paired" else self.device_id
+        return Link(self.cfg.mqtt, client_id, will_topic=self.topics.status,
+                    will_payload=codec.encode(self._status("offline")),
+                    subscriptions=self.account.subscriptions(self.topics), on_connected_publish=self.publish_status,
+                    **common)
+
+    def _switch_window(self, cfg: Config) -> None:
+        """Core thread: adopt `cfg`; moving to another window (or ceasing to serve) clears its inputs."""
+        moved = cfg.center.window != self.cfg.center.window or not self.account.state.serving
+        self.cfg, self.binding = cfg, self.account.state.binding
+        self.topics = Topics(cfg.center.id, cfg.center.window, self.device_id)
+        self.origin = builders.Origin(cfg.center.id, cfg.center.window, self.device_id)
+        self._qr_key = self.account.state.qr_key or qr_key(cfg)
+        if moved and (self.state.case is not None or self.state.staff is not None or self.state.phase != Phase.IDLE):
+            log.info("now serving %s: the previous window's case and duty are cleared", cfg.center.window)
+            self.state = replace(State(settings=self.state.settings), catalog=self.state.catalog,
+                                 recently_rated=self.state.recently_rated)
+            try:
+                (self.data_dir / "duty.json").unlink()
+            except FileNotFoundError:
+                pass
+
+    # ---- inbound (paho network thread: decode and queue, nothing else) -------------------------------
 
     def _inbound(self, topic: str, payload: bytes, retained: bool) -> None:
-        if self.enrolled and self._enrolment_inbound(topic, payload):
-            return
-        kind = self.topics.inbound().get(topic)
-        if kind is None:
-            return self._reject(topic, MessageError("unexpected_topic", topic[:80]))
-        if kind == "case" and not payload:  # an empty retained message: the center cleared the case
-            log.info("case cleared at %s (empty retained message)", self.cfg.center.window)
-            return self.submit(_Windowed(self.cfg.center.window, CaseCleared()))
+        max_bytes = self.cfg.limits.max_message_bytes
         try:
-            data = messages.decode(kind, payload, self.cfg.limits.max_message_bytes)
-            self._apply(kind, data)
+            if self.enrolled:
+                event = self.account.decode(topic, payload, self.topics, max_bytes)
+                if event is not NOT_OURS:
+                    if event is not None:
+                        self.submit(event)
+                    return
+            kind = self.topics.inbound().get(topic)
+            if kind is None:
+                raise MessageError("unexpected_topic", topic[:80])
+            if kind == "case" and not payload:  # an empty retained message: the center cleared the case
+                log.info("case cleared at %s (empty retained message)", self.cfg.center.window)
+                return self.submit(_Inbound(CaseCleared(), window=self.cfg.center.window))
+            self._apply(kind, codec.decode(kind, payload, max_bytes))
         except MessageError as e:
             self._reject(topic, e)
 
@@ -262,85 +378,17 @@ class Terminal(Enrolled):
         if kind == "receipt":
             self.courier.receipts(data["items"])
             return
-        if kind in ("case", "duty", "catalog") and data["center"] != self.cfg.center.id:
-            raise MessageError("wrong_center", f"{data['center']} is not {self.cfg.center.id}")
-        if kind in ("case", "duty") and data["window"] != self.cfg.center.window:
-            raise MessageError("wrong_window", f"{data['window']} is not {self.cfg.center.window}")
-        if kind == "config" and data["device"] != self.device_id:
-            raise MessageError("wrong_device", data["device"])
-        if self.enrolled and kind in ("case", "duty") and not self._serving():
-            raise MessageError("not_serving", "this terminal takes no cases (retired, unpaired or revoked)")
+        inputs.check(kind, data, self.cfg, self.device_id, self.account.state.serving)
         if kind == "case":
             self.case_age.check(data)  # too old, or older than a case already seen here: refused
-        event = self._event_for(kind, data)
-        if kind in RETAINED_FILES:
-            self._save_retained(kind, data)
-        self.submit(_Windowed(data["window"], event) if kind in ("case", "duty") else event)
-
-    def _event_for(self, kind: str, data: dict) -> machine.Event:
-        if kind == "case":
-            if data["state"] == "closed":
-                return CaseClosed(data["case"]["id"])
-            if data["state"] == "rated":
-                return CaseRatedElsewhere(data["case"]["id"], Channel(data.get("rated_channel", "qr")))
-            case = Case.from_msg(data)
-            rated = self.outbox.case_rated(case.id)
-            return CaseOpened(case, already_rated=rated, qr=None if rated else self.dynamic_qr(case))
-        if kind == "duty":
-            staff = Staff.from_msg(data["staff"]) if data["staff"] else None
-            return DutyChanged(staff, data.get("window_name", ""))
-        if kind == "catalog":
-            return CatalogChanged(Catalog.from_msg(data))
-        return SettingsChanged(self._settings(data.get("rating", {})))
-
-    def _settings(self, over: dict | None = None) -> machine.Settings:
-        """Local configuration, with the center's config message on top: a key it leaves out is local again."""
-        r, over = self.cfg.rating, over or {}
-        return machine.Settings(*(over.get(k, getattr(r, k)) for k in (
-            "case_timeout_s", "reasons_timeout_s", "thanks_s", "staff_rating_when_idle", "repeat_guard_s")))
+        event = inputs.event_for(kind, data, self.cfg, self.outbox.case_rated, self.dynamic_qr)
+        self.submit(_Inbound(event, window=data["window"] if kind in ("case", "duty") else None,
+                             retained=(kind, data) if kind in inputs.RETAINED_FILES else None))
 
     def dynamic_qr(self, case: Case) -> qr.DynamicQr | None:
-        """The platform's rating URL when the case brought one, else our signed, expiring token; None
-        without a signing key (never the demo key unless `qr.demo`): the citizen rates on the screen."""
-        if case.rating_url:
-            return qr.DynamicQr(case.rating_url, tuple(map(tuple, qr.matrix(case.rating_url))), 0)
-        if self._qr_key is None:
-            log.warning("case %s: no QR signing key (qr.key, or the binding's): no dynamic QR", case.id)
-            return None
-        token = qr.sign(self.cfg.qr.key_id, self._qr_key, center=self.cfg.center.id, case=case.id,
-                        window=self.cfg.center.window, staff=case.staff.id, device=self.device_id,
-                        ttl_s=self.cfg.qr.ttl_s)
-        url = qr.rating_url(self.cfg.qr.url_template, token)
-        return qr.DynamicQr(url, tuple(map(tuple, qr.matrix(url))), int(token.split(qr.SEP)[7]))
+        return inputs.dynamic_qr(case, self.cfg, self._qr_key, self.device_id)
 
-    # ---- retained inputs kept on disk ------------------------------------------------------------
-
-    def _save_retained(self, kind: str, data: dict) -> None:
-        path = self.data_dir / f"{kind}.json"
-        tmp = path.with_suffix(".tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(messages.encode(data))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            self.alarms.raise_("disk_write_failed", f"{path}: {e}")
-
-    def _load_retained(self) -> None:
-        for kind in RETAINED_FILES:
-            path = self.data_dir / f"{kind}.json"
-            if not path.exists():
-                continue
-            try:
-                data = messages.decode(kind, path.read_bytes(), self.cfg.limits.max_message_bytes)
-                if kind == "duty" and data["window"] != self.cfg.center.window:
-                    continue
-                self.state, _ = machine.step(self.state, self._event_for(kind, data), self.clock())
-            except (MessageError, OSError) as e:
-                log.warning("ignoring saved %s: %s", path, e)
-
-    # ---- status and alarms -----------------------------------------------------------------------
+    # ---- status and alarms ---------------------------------------------------------------------------
 
     def _status(self, state: str) -> dict:
         msg = {"v": 1, "type": "status", "device": self.device_id, "state": state, "ts": ids.wall_time(),
@@ -350,16 +398,19 @@ class Terminal(Enrolled):
             msg["outbox"] = {"pending": c.pending, "quarantined": c.quarantined, "capacity": c.capacity}
             msg["alarms"] = sorted(self.alarms.active())
             msg["rejected_inputs"] = sum(self.rejected.values())
-        if self._creds is not None:
-            msg["cred"] = self._creds.newest  # confirms a rotated password reached us (the center then switches)
+        creds = self.account.state.creds
+        if creds is not None:
+            msg["cred"] = creds.newest  # confirms a rotated password reached us (the center then switches)
         return msg
 
     def publish_status(self) -> None:
         if self.mode == "enrolling":
             return  # the enrolment account may only announce
-        self.link.publish(self.topics.status, messages.encode(self._status("online")), qos=1, retain=True)
+        self.link.publish(self.topics.status, codec.encode(self._status("online")), qos=1, retain=True)
 
     def _alarm_changed(self, code: str, detail: str, state: str) -> None:
+        if hasattr(self, "_events"):
+            self.submit(REFRESH)  # the views' snapshot lists the active alarms
         if not hasattr(self, "link") or not self.online or self.mode == "enrolling":
             return  # sent on (re)connect: the retained status and an event for each change meanwhile
         self._send_alarm_events()
@@ -368,8 +419,8 @@ class Terminal(Enrolled):
     def _send_alarm_events(self) -> None:
         """An event for each alarm raised or cleared and not yet sent (e.g. raised at start, offline)."""
         for code, detail, state in self.alarms.take_unsent():
-            msg = records.alarm(code, detail, self.origin, ids.uuid7(), ids.wall_time(), cleared=state == "cleared")
-            self.link.publish(self.topics.event, messages.encode(msg), qos=1)
+            msg = builders.alarm(code, detail, self.origin, ids.uuid7(), ids.wall_time(), cleared=state == "cleared")
+            self.link.publish(self.topics.event, codec.encode(msg), qos=1)
 
     def _connection(self, up: bool, reason: str) -> None:
         # An unpaired terminal delivers nothing: the enrolment account would be refused and the
@@ -377,8 +428,4 @@ class Terminal(Enrolled):
         self.courier.connection(up and self.mode != "enrolling")
         if up and self.mode != "enrolling":
             self._send_alarm_events()
-        if up:
-            self._refusals = 0
-            if self.mode == "paired":
-                self._accepted()
-        self.submit(REFRESH)  # views re-render the connectivity indicator
+        self.submit(pairing.Connected() if up else REFRESH)  # (either way the views' online indicator changes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from drivers.attach import Attachment
+    from drivers.attachment import Attachment
     from drivers.profile import Profile
     from drivers.rig import Rig
 
@@ -18,8 +18,8 @@ __all__ = ["attach", "check", "Attachment", "Rig", "load_profile", "Profile", "P
 def __getattr__(name: str) -> Any:
     """Import lazily: `import drivers` stays cheap for a terminal without hardware."""
     if name in ("attach", "check", "Attachment"):
-        from drivers import runner
-        return getattr(runner, name)
+        from drivers import attachment
+        return getattr(attachment, name)
     if name == "Rig":
         from drivers.rig import Rig
         return Rig

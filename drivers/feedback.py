@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Collection
 
 NON_FAULT_ALARMS = frozenset({"outbox_high"})  # shown as backlog, not as a fault
 
@@ -19,7 +19,7 @@ class Status(str, Enum):
     FAULT = "fault"
 
 
-def terminal_status(online: bool, pending: int, quarantined: int, alarms: Mapping[str, str],
+def terminal_status(online: bool, pending: int, quarantined: int, alarms: Collection[str],
                     backlog_records: int) -> Status:
     """What the status LED shows; fault > offline > backlog > online."""
     if quarantined or set(alarms) - NON_FAULT_ALARMS:

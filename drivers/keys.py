@@ -26,7 +26,7 @@ from functools import partial
 from typing import Callable, Iterable, Iterator
 
 from device.machine import Back, LevelPressed, Phase, ReasonsConfirmed, ReasonToggled, State
-from device.model import Channel, Level
+from protocol.values import Channel, Level
 
 log = logging.getLogger(__name__)
 

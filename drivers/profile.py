@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from device.model import LEVELS
+from protocol.values import LEVELS
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 LEVEL_KEYS: tuple[str, ...] = tuple(level.value for level in LEVELS)

@@ -27,13 +27,13 @@ from typing import Any, Callable, Protocol
 
 from PIL import Image, ImageDraw
 
-from device.model import Level
 from drivers.feedback import Status
 from drivers.fonts import font
 from drivers.keys import Press
 from drivers.printer import PrintResult
 from drivers.profile import Profile, ProfileError, load_profile
 from drivers.rig import Rig
+from protocol.values import Level
 
 STEPS = ("keys", "status_led", "feedback_led", "buzzer", "backlight", "printer", "display")
 KEY_LABELS = {**{lvl.value: lvl.zh for lvl in Level}, "print_slip": "打印凭条", "call_staff": "呼叫工作人员"}

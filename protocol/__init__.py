@@ -1,6 +1,6 @@
-"""The wire contract shared by the terminal, the center and the keypad: JSON Schemas and golden messages.
+"""The wire contract shared by the terminal, the center and the keypad (README.md lists the modules).
 
-Nothing here runs; `device.messages` loads the schemas, tests and MicroPython code read the golden files.
+`codec` loads the schemas; tests and MicroPython code read the golden files. Imports nothing of ours.
 """
 from pathlib import Path
 

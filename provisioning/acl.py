@@ -11,7 +11,7 @@ pins both):
 """
 from __future__ import annotations
 
-from device.messages import PREFIX
+from protocol.topics import PREFIX
 
 DEFAULT_ACCESS = {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
                   "unsubscribe": True}

@@ -30,14 +30,12 @@ from provisioning.service import Provisioner, Refused
 
 
 def _registry(cfg: center_config.CenterConfig) -> Registry:
-    return Registry(cfg.console.get("db") or cfg.path.parent / "registry.db")
+    return Registry(cfg.console.db)
 
 
 def _provisioner(cfg: center_config.CenterConfig, reg: Registry, listen: bool) -> Provisioner:
-    host = cfg.console.get("mqtt_host", "127.0.0.1")
-    port = int(cfg.console.get("mqtt_port", cfg.local_port or cfg.broker_port))
-    tls_ca = str(cfg.cafile) if port == cfg.broker_port else ""
-    return Provisioner(cfg, reg, host=host, port=port, tls_ca=tls_ca, listen=listen,
+    host, port, ca = cfg.service_broker(cfg.console.mqtt_host, cfg.console.mqtt_port)
+    return Provisioner(cfg, reg, host=host, port=port, tls_ca=str(ca or ""), listen=listen,
                        password=brokerconf.account_password(cfg, "provisioning")).start()
 
 
@@ -100,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "broker-config":
         for path in brokerconf.generate(cfg, Path(args.out), args.user):
             print(f"wrote {path}")
-        if cfg.dynsec_file.exists():
-            print(f"kept {cfg.dynsec_file} (the broker's live account database)")
+        if cfg.broker.dynsec_file.exists():
+            print(f"kept {cfg.broker.dynsec_file} (the broker's live account database)")
         return 0
     reg = _registry(cfg)
     try:
@@ -169,9 +167,8 @@ def _operate(prov: Provisioner, args) -> int:
 def _serve(cfg: center_config.CenterConfig, reg: Registry, args) -> int:
     from provisioning.web import Console
     prov = _provisioner(cfg, reg, listen=True)
-    console = Console(prov, reg, args.bind or cfg.console.get("bind", "127.0.0.1"),
-                      args.port or int(cfg.console.get("port", 8080)),
-                      tls_cert=str(cfg.console.get("tls_cert", "")), tls_key=str(cfg.console.get("tls_key", ""))).start()
+    console = Console(prov, reg, args.bind or cfg.console.bind, args.port or cfg.console.port,
+                      tls_cert=str(cfg.console.tls_cert or ""), tls_key=str(cfg.console.tls_key or "")).start()
     logging.getLogger("console").info("pairing console on %s", console.url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

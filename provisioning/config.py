@@ -1,31 +1,135 @@
-"""The center file: one TOML file from which the center broker, its accounts, the enrolment file and
-the pairing console are configured (see provisioning/README.md and center/broker/center.example.toml).
+"""The center file: one TOML file from which the center broker, its accounts, the enrolment file, the
+pairing console and the ledger are configured (see provisioning/README.md, center/broker/center.example.toml
+and the generated reference docs/center-file.md).
 
-Relative paths are taken relative to the center file's own folder. Every problem is reported at once.
+Every key is declared below with the shared mechanism (configuration/), like the terminal's configuration: a
+misspelt key or section is an error with a "did you mean", every problem is reported at once, each by its
+dotted key. Relative paths are taken relative to the center file's own folder.
 """
 from __future__ import annotations
 
-import math
-import re
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+from configuration.schema import ConfigurationError, internal, merge, missing, opt, read_toml, resolve_paths, section
+
+ID = r"^[A-Za-z0-9_-]{1,32}$"
 
 
-class CenterConfigError(Exception):
-    def __init__(self, problems: list[str]):
-        super().__init__("invalid center file:\n  " + "\n  ".join(problems))
-        self.problems = problems
+class CenterConfigError(ConfigurationError):
+    """All problems found in the center file, one per line, each naming the key."""
+
+    title = "invalid center file"
+
+
+@dataclass(frozen=True)
+class CenterSection:
+    id: str = opt("", "center id as used in every topic (`hcp/v1/<id>/…`)", pattern=ID, required=True)
+    name: str = opt("", "the center's name, shown in the pairing console")
+    hall_qr_url: str = opt("", "hall rating QR (大厅评价) URL the terminals show; empty = none",
+                           pattern=r"^(https://\S+)?$")
+    staff_qr_template: str = opt("", "staff rating QR (人员评价) URL with {staff} for the staff id; empty = none",
+                                 pattern=r"^(https://\S*\{staff\}\S*)?$")
+
+
+@dataclass(frozen=True)
+class QrSection:
+    key_id: str = opt("k1", "id of the QR signing key (docs/protocol.md §10)", pattern=r"^[A-Za-z0-9_-]{1,16}$")
+    key_file: Path = opt(Path("secrets/qr.key"), "file holding the hex QR signing key (≥ 32 bytes), sent sealed "
+                         "to every paired terminal")
+    url_template: str = opt("https://hcp.example.gov.cn/r?t={token}", "rating URL of the dynamic QR; must "
+                            "contain {token}", pattern=r"^https://\S*\{token\}\S*$")
+    ttl_s: int = opt(86400, "how long a QR token stays valid", min=60, max=30 * 86400)
+
+
+@dataclass(frozen=True)
+class BrokerSection:
+    host: str = opt("", "the name terminals connect to (must be in the server certificate)", required=True)
+    port: int = opt(8883, "TLS listener for terminals", min=1, max=65535)
+    bind: str = opt("0.0.0.0", "address of the TLS listener")
+    local_port: int = opt(1883, "loopback listener for the center's services (ledger, pairing service); 0 = none",
+                          min=0, max=65535)
+    cafile: Path = opt(Path(), "CA certificate (PEM) of the broker's server certificate", required=True)
+    certfile: Path = opt(Path(), "the broker's server certificate (PEM)", required=True)
+    keyfile: Path = opt(Path(), "the broker's server key (PEM)", required=True)
+    data_dir: Path = opt(Path("/var/lib/mosquitto"), "the broker's persistence folder")
+    dynsec_file: Path = opt(Path("/var/lib/mosquitto/dynamic-security.json"), "the Dynamic Security account "
+                            "database (written once; the broker keeps it up to date)")
+    plugin: str = opt("", "path of mosquitto_dynamic_security.so; empty = found in the usual places")
+    user: str = opt("mosquitto", "system user the broker runs as (owns the generated files)",
+                    pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    log_dest: str = opt("syslog", "Mosquitto log_dest")
+    ratings_per_day: int = opt(20000, "ratings of the whole center on a busy day; sizes the queues …",
+                               min=1, max=10_000_000)
+    outage_days: int = opt(7, "… for an outage of the city platform this long", min=1, max=60)
+    autosave_interval_s: int = opt(30, "the broker saves its state this often", min=1, max=3600)
+    session_expiry_days: int = opt(14, "a terminal's session survives this long offline", min=1, max=365)
+
+
+@dataclass(frozen=True)
+class BridgeSection:
+    enabled: bool = opt(False, "bridge to the city 好差评 platform")
+    name: str = opt("city", "connection name", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    address: str = opt("", "host:port of the city's broker (required when enabled)")
+    protocol: str = opt("5", "MQTT version towards the city: 5, or 3.1.1 for a broker without v5",
+                        choices=("5", "3.1.1"))
+    remote_prefix: str = opt("", "the city's topic prefix for this center, ending in / (required when enabled; "
+                             "the local prefix is `hcp/v1/<id>/`)")
+    remote_clientid: str = opt("", "client id at the city; empty = `<center id>-center`")
+    cafile: Path | None = opt(None, "CA certificate (PEM) of the city's broker (required when enabled)")
+    certfile: Path | None = opt(None, "client certificate (PEM), if the city wants one (then keyfile too)")
+    keyfile: Path | None = opt(None, "client key (PEM)")
+    remote_username: str = opt("", "user name at the city, if it wants one")
+    remote_password_file: Path | None = opt(None, "file holding that user's password")
+    restart_timeout_min_s: int = opt(5, "reconnect backoff, jittered: shortest", min=1, max=3600)
+    restart_timeout_max_s: int = opt(300, "reconnect backoff: longest (≥ restart_timeout_min_s)", min=1, max=3600)
+    keepalive_s: int = opt(60, "MQTT keepalive towards the city", min=5, max=3600)
+    topics_out: tuple[str, ...] = opt(("device/+/rating", "device/+/event"), "topics (below `hcp/v1/<id>/`) "
+                                      "forwarded to the city")
+    topics_in: tuple[str, ...] = opt((), "topics taken from the city")
+
+
+@dataclass(frozen=True)
+class ConsoleSection:
+    bind: str = opt("127.0.0.1", "address of the pairing console (put a TLS reverse proxy in front, or set "
+                    "tls_cert/tls_key)")
+    port: int = opt(8080, "port of the pairing console", min=1, max=65535)
+    url: str = opt("", "what the terminals' pairing QR opens; empty = no pairing QR", pattern=r"^(https?://\S+)?$")
+    db: Path = opt(Path("registry.db"), "the registry (terminals, staff accounts, audit log)")
+    tls_cert: Path | None = opt(None, "server certificate (PEM) for serving the console over TLS itself")
+    tls_key: Path | None = opt(None, "its key (PEM)")
+    code_ttl_s: int = opt(600, "a pairing code is valid this long", min=60, max=86400)
+    max_pending: int = opt(256, "announcements waiting for pairing, at most", min=1, max=100_000)
+    mqtt_host: str = opt("", "broker host of the pairing service; empty = 127.0.0.1 for the loopback listener, "
+                         "[broker] host for the TLS one")
+    mqtt_port: int = opt(0, "its broker port; 0 = [broker] local_port, or port (TLS) when that is 0",
+                         min=0, max=65535)
+
+
+@dataclass(frozen=True)
+class LedgerSection:
+    db: Path = opt(Path("ledger.db"), "the ledger's SQLite database")
+    account: str = opt("ledger", "its broker account (the password is in [accounts] secrets_dir)",
+                       pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    mqtt_host: str = opt("", "broker host; empty = 127.0.0.1 for the loopback listener, [broker] host for the "
+                         "TLS one")
+    mqtt_port: int = opt(0, "broker port; 0 = [broker] local_port, or port (TLS) when that is 0",
+                         min=0, max=65535)
+    mqtt_version: str = opt("5", "MQTT version: 5, or 3.1.1 (no reason codes; receipts are the only "
+                            "acknowledgement)", choices=("5", "3.1.1"))
+
+
+@dataclass(frozen=True)
+class AccountsSection:
+    secrets_dir: Path = opt(Path("secrets"), "service account passwords (`<account>.password`), made once, "
+                            "mode 0600")
 
 
 @dataclass(frozen=True)
 class Staff:
-    id: str
-    name: str
-    number: str = ""
+    id: str = opt("", "staff id", pattern=ID, required=True)
+    name: str = opt("", "name shown on the terminal (≤ 32 characters)", pattern=r"^.{1,32}$", required=True)
+    number: str = opt("", "work number (工号, ≤ 16 characters)", pattern=r"^.{0,16}$")
 
     def message(self) -> dict:
         return {"id": self.id, "name": self.name, **({"number": self.number} if self.number else {})}
@@ -33,164 +137,78 @@ class Staff:
 
 @dataclass(frozen=True)
 class Window:
-    id: str
-    name: str
-    staff: tuple[Staff, ...] = ()
+    id: str = opt("", "window id as used in topics", pattern=ID, required=True)
+    name: str = opt("", "window name shown on the terminal (≤ 32 characters)", pattern=r"^.{1,32}$",
+                    required=True)
+    staff: tuple[Staff, ...] = opt((), "staff on duty at this window (inline tables)")
 
 
 @dataclass(frozen=True)
 class CenterConfig:
-    path: Path
-    center: str
-    name: str
-    hall_qr_url: str
-    staff_qr_template: str
-    qr_key_id: str
-    qr_key_file: Path
-    qr_url_template: str
-    qr_ttl_s: int
-    broker_host: str
-    broker_port: int
-    broker_bind: str
-    local_port: int
-    cafile: Path
-    certfile: Path
-    keyfile: Path
-    data_dir: Path
-    dynsec_file: Path
-    plugin: str
-    user: str
-    log_dest: str
-    ratings_per_day: int
-    outage_days: int
-    autosave_interval_s: int
-    session_expiry_days: int
-    bridge: dict[str, Any]
-    console: dict[str, Any]
-    secrets_dir: Path
-    windows: tuple[Window, ...] = field(default=())
+    """The center file's sections, by their TOML names (`[broker]` → `cfg.broker`); `[[window]]` → `windows`."""
+
+    center: CenterSection = section(CenterSection)
+    qr: QrSection = section(QrSection)
+    broker: BrokerSection = section(BrokerSection)
+    bridge: BridgeSection = section(BridgeSection)
+    console: ConsoleSection = section(ConsoleSection)
+    ledger: LedgerSection = section(LedgerSection)
+    accounts: AccountsSection = section(AccountsSection)
+    windows: tuple[Window, ...] = opt((), "the windows of the center", key="window")
+    path: Path = internal(Path())  # the center file itself
 
     def window(self, wid: str) -> Window | None:
         return next((w for w in self.windows if w.id == wid), None)
 
     def secret_file(self, account: str) -> Path:
-        return self.secrets_dir / f"{account}.password"
+        return self.accounts.secrets_dir / f"{account}.password"
 
     def qr_key(self) -> bytes:
-        key = bytes.fromhex(self.qr_key_file.read_text().strip())
+        key = bytes.fromhex(self.qr.key_file.read_text().strip())
         if len(key) < 32:
-            raise CenterConfigError([f"qr.key_file: {self.qr_key_file} holds fewer than 32 bytes"])
+            raise CenterConfigError([f"qr.key_file: {self.qr.key_file} holds fewer than 32 bytes"])
         return key
 
-
-class _Reader:
-    def __init__(self, data: dict, base: Path):
-        self.data, self.base, self.problems = data, base, []
-
-    def get(self, section: str, key: str, default: Any = None, *, kind: type = str, pattern: str | None = None,
-            lo: float | None = None, hi: float | None = None, required: bool = False) -> Any:
-        table = self.data.get(section, {})
-        if not isinstance(table, dict):
-            self.problems.append(f"[{section}]: expected a table")
-            return default
-        if key not in table:
-            if required:
-                self.problems.append(f"{section}.{key}: required")
-            return default
-        value = table[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            self.problems.append(f"{section}.{key}: expected {kind.__name__}, got {type(value).__name__}")
-            return default
-        if kind is str and pattern and not re.fullmatch(pattern, value):
-            self.problems.append(f"{section}.{key}: {value!r} does not match {pattern}")
-        if kind in (int, float) and ((lo is not None and value < lo) or (hi is not None and value > hi)
-                                     or not math.isfinite(value)):
-            self.problems.append(f"{section}.{key}: expected {lo} … {hi}, got {value}")
-        return value
-
-    def path(self, section: str, key: str, default: str = "", required: bool = False) -> Path:
-        value = self.get(section, key, default, required=required)
-        return (self.base / value) if value else Path()
+    def service_broker(self, host: str, port: int) -> tuple[str, int, Path | None]:
+        """(host, port, CA file or None) a center service connects to, from its `mqtt_host`/`mqtt_port`:
+        by default the loopback listener, or the TLS listener (with its CA) when there is none."""
+        port = port or self.broker.local_port or self.broker.port
+        tls = port == self.broker.port
+        return host or (self.broker.host if tls else "127.0.0.1"), port, self.broker.cafile if tls else None
 
 
 def load(path: str | Path) -> CenterConfig:
+    """The center file at `path`, checked; raises CenterConfigError naming every problem."""
     path = Path(path).resolve()
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise CenterConfigError([f"{path}: {e}"]) from None
-    r = _Reader(data, path.parent)
-    known = {"center", "qr", "broker", "bridge", "console", "accounts", "window"}
-    r.problems += [f"[{s}]: unknown section (known: {', '.join(sorted(known))})" for s in data if s not in known]
-    windows = []
-    for i, w in enumerate(data.get("window", [])):
-        if not isinstance(w, dict) or not ID.fullmatch(str(w.get("id", ""))) or not isinstance(w.get("name"), str):
-            r.problems.append(f"window[{i}]: needs id ([A-Za-z0-9_-]{{1,32}}) and name")
-            continue
-        staff = []
-        for s in w.get("staff", []):
-            if not isinstance(s, dict) or not ID.fullmatch(str(s.get("id", ""))) or not s.get("name"):
-                r.problems.append(f"window {w['id']}: staff entries need id and name")
-                continue
-            staff.append(Staff(s["id"], str(s["name"])[:32], str(s.get("number", ""))[:16]))
-        windows.append(Window(w["id"], w["name"][:32], tuple(staff)))
-    if len({w.id for w in windows}) != len(windows):
-        r.problems.append("window: ids must be unique")
-    bridge = dict(data.get("bridge", {})) if isinstance(data.get("bridge", {}), dict) else {}
-    for key in ("cafile", "certfile", "keyfile", "remote_password_file"):
-        if bridge.get(key):
-            bridge[key] = path.parent / bridge[key]
-    if bridge.get("enabled", False):
+    problems: list[str] = []
+    data = read_toml(path, problems)
+    if data is None:
+        raise CenterConfigError(problems)
+    cfg = merge(CenterConfig(), data, str(path), problems)
+    problems += missing(cfg, problems) + _whole(cfg)
+    if problems:
+        raise CenterConfigError(problems)
+    return replace(resolve_paths(cfg, path.parent), path=path)
+
+
+def _whole(cfg: CenterConfig) -> list[str]:
+    """Problems of the file as a whole (keys that depend on each other)."""
+    problems = []
+    if not cfg.windows:
+        problems.append("window: at least one [[window]] is needed")
+    if len({w.id for w in cfg.windows}) != len(cfg.windows):
+        problems.append("window: ids must be unique")
+    b = cfg.bridge
+    if b.enabled:
         for key in ("address", "remote_prefix", "cafile"):
-            if not bridge.get(key):
-                r.problems.append(f"bridge.{key}: required when the bridge is enabled")
-        if bridge.get("remote_prefix") and not str(bridge["remote_prefix"]).endswith("/"):
-            r.problems.append("bridge.remote_prefix: must end with /")
-        if bridge.get("protocol", "5") not in ("5", "3.1.1"):
-            r.problems.append(f"bridge.protocol: expected \"5\" or \"3.1.1\" (a string), got {bridge['protocol']!r}")
-        lo, hi = bridge.get("restart_timeout_min_s", 5), bridge.get("restart_timeout_max_s", 300)
-        if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi <= 3600):
-            r.problems.append("bridge.restart_timeout_min_s/max_s: integers, 1 ≤ min ≤ max ≤ 3600")
-    console = dict(data.get("console", {})) if isinstance(data.get("console", {}), dict) else {}
-    for key in ("db", "tls_cert", "tls_key"):
-        if console.get(key):
-            console[key] = path.parent / console[key]
-    cfg = CenterConfig(
-        path=path,
-        center=r.get("center", "id", required=True, pattern=ID.pattern),
-        name=r.get("center", "name", ""),
-        hall_qr_url=r.get("center", "hall_qr_url", "", pattern=r"(https://\S+)?"),
-        staff_qr_template=r.get("center", "staff_qr_template", "", pattern=r"(https://\S*\{staff\}\S*)?"),
-        qr_key_id=r.get("qr", "key_id", "k1", pattern=r"[A-Za-z0-9_-]{1,16}"),
-        qr_key_file=r.path("qr", "key_file", "secrets/qr.key"),
-        qr_url_template=r.get("qr", "url_template", "https://hcp.example.gov.cn/r?t={token}",
-                              pattern=r"https://\S*\{token\}\S*"),
-        qr_ttl_s=r.get("qr", "ttl_s", 86400, kind=int, lo=60, hi=30 * 86400),
-        broker_host=r.get("broker", "host", required=True),
-        broker_port=r.get("broker", "port", 8883, kind=int, lo=1, hi=65535),
-        broker_bind=r.get("broker", "bind", "0.0.0.0"),
-        local_port=r.get("broker", "local_port", 1883, kind=int, lo=0, hi=65535),
-        cafile=r.path("broker", "cafile", required=True),
-        certfile=r.path("broker", "certfile", required=True),
-        keyfile=r.path("broker", "keyfile", required=True),
-        data_dir=r.path("broker", "data_dir", "/var/lib/mosquitto"),
-        dynsec_file=r.path("broker", "dynsec_file", "/var/lib/mosquitto/dynamic-security.json"),
-        plugin=r.get("broker", "plugin", ""),
-        user=r.get("broker", "user", "mosquitto", pattern=r"[a-z_][a-z0-9_-]{0,31}"),
-        log_dest=r.get("broker", "log_dest", "syslog"),
-        ratings_per_day=r.get("broker", "ratings_per_day", 20000, kind=int, lo=1, hi=10_000_000),
-        outage_days=r.get("broker", "outage_days", 7, kind=int, lo=1, hi=60),
-        autosave_interval_s=r.get("broker", "autosave_interval_s", 30, kind=int, lo=1, hi=3600),
-        session_expiry_days=r.get("broker", "session_expiry_days", 14, kind=int, lo=1, hi=365),
-        bridge=bridge,
-        console=console,
-        secrets_dir=r.path("accounts", "secrets_dir", "secrets"),
-        windows=tuple(windows),
-    )
-    if not windows:
-        r.problems.append("window: at least one [[window]] is needed")
-    if r.problems:
-        raise CenterConfigError(r.problems)
-    return cfg
+            if not getattr(b, key):
+                problems.append(f"bridge.{key}: required when the bridge is enabled")
+        if b.remote_prefix and not b.remote_prefix.endswith("/"):
+            problems.append("bridge.remote_prefix: must end with /")
+        if b.restart_timeout_min_s > b.restart_timeout_max_s:
+            problems.append("bridge.restart_timeout_min_s: must not exceed restart_timeout_max_s")
+        if bool(b.certfile) != bool(b.keyfile):
+            problems.append("bridge.keyfile: certfile and keyfile go together")
+    if bool(cfg.console.tls_cert) != bool(cfg.console.tls_key):
+        problems.append("console.tls_key: tls_cert and tls_key go together")
+    return problems

@@ -20,8 +20,9 @@ from datetime import datetime
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from device import enrolment, messages
-from device.messages import PREFIX, MessageError, Topics
+from protocol import codec, sealed
+from protocol.codec import MessageError
+from protocol.topics import PREFIX, Topics
 from provisioning import acl
 from provisioning.brokerconf import new_password
 from provisioning.config import CenterConfig
@@ -30,8 +31,6 @@ from provisioning.registry import Announcement, Device, Registry, Status
 
 log = logging.getLogger("provisioning")
 
-CODE_TTL_S = 600
-MAX_PENDING = 256
 ONLINE_WITHIN_S = 90          # an unpaired terminal announces every 30 s
 FAILED_CODES_PER_USER = 5     # wrong pairing codes per staff member in FAILED_WINDOW_S …
 FAILED_CODES_TOTAL = 30       # … and for the whole center
@@ -45,7 +44,7 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True)
-class Terminal:
+class RegisteredTerminal:
     """One row of the console's lists."""
 
     device: str
@@ -87,15 +86,15 @@ class Provisioner:
                  code_ttl_s: int | None = None, max_pending: int | None = None):
         self.cfg = cfg
         self.reg = registry
-        self.center = cfg.center
+        self.center = cfg.center.id
         self.listen = listen
-        self.code_ttl_s = code_ttl_s or int(cfg.console.get("code_ttl_s", CODE_TTL_S))
-        self.max_pending = max_pending or int(cfg.console.get("max_pending", MAX_PENDING))
+        self.code_ttl_s = code_ttl_s or cfg.console.code_ttl_s
+        self.max_pending = max_pending or cfg.console.max_pending
         self._ops = threading.RLock()
         self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._connected = threading.Event()
-        self._host, self._port = host, port or cfg.local_port
+        self._host, self._port = host, port or cfg.broker.local_port
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"provisioning-{secrets.token_hex(4)}",
                         protocol=mqtt.MQTTv5)
         c.username_pw_set(username, password)
@@ -195,14 +194,14 @@ class Provisioner:
 
     def _on_hello(self, device: str, payload: bytes) -> None:
         try:
-            msg = messages.decode("hello", payload)
+            msg = codec.decode("hello", payload)
             if msg["device"] != device or msg["center"] != self.center:
                 raise MessageError("impersonation", "hello for another device or center than its topic")
         except MessageError as e:
             return self._refuse_hello(device, e.reason, str(e))
         try:
-            pub = enrolment.usable_public_key(msg["key"])
-        except enrolment.SealError as e:
+            pub = sealed.usable_public_key(msg["key"])
+        except sealed.SealError as e:
             return self._refuse_hello(device, "bad_key", str(e))
         now = time.time()
         with self._ops, self.reg.tx() as reg:
@@ -234,13 +233,13 @@ class Provisioner:
                 return code
 
     def _answer(self, device: str, pub: bytes, grant: dict) -> str:
-        topic = self._topics(device).answer(enrolment.key_id(pub))
-        box = enrolment.seal(pub, messages.encode(messages.validate(grant)), topic)
-        self._publish(topic, messages.encode({"v": 1, "type": "sealed", "device": device, "box": box}))
+        topic = self._topics(device).answer(sealed.key_id(pub))
+        box = sealed.seal(pub, codec.encode(codec.validate(grant)), topic)
+        self._publish(topic, codec.encode({"v": 1, "type": "sealed", "device": device, "box": box}))
         return topic
 
     def _clear_answer(self, device: str, key: str) -> None:
-        self._publish(self._topics(device).answer(enrolment.key_id(enrolment.unb64(key))), b"")
+        self._publish(self._topics(device).answer(sealed.key_id(sealed.unb64(key))), b"")
 
     def _sweep(self) -> None:
         """Expired codes: forget the announcement and clear its retained answer."""
@@ -258,7 +257,7 @@ class Provisioner:
 
     def _on_status(self, device: str, payload: bytes) -> None:
         try:
-            s = messages.decode("status", payload)
+            s = codec.decode("status", payload)
             if s["device"] != device:
                 raise MessageError("impersonation", "status for another device than its topic")
         except MessageError as e:
@@ -329,14 +328,14 @@ class Provisioner:
         self._publish(self._topics(device).binding, self._binding(d))
         grant = {"v": 1, "type": "grant", "grant": "credentials", "center": self.center, "device": device,
                  "window": window, "username": device, "password": password, "client_id": client_id, "cred": 1}
-        topic = self._topics(device).answer(enrolment.key_id(enrolment.unb64(ann.key)))
+        topic = self._topics(device).answer(sealed.key_id(sealed.unb64(ann.key)))
         d = Device(**{**d.__dict__, "answer_topic": topic})
         with self.reg.tx() as reg:  # recorded before the terminal can come online with it
             others = [a for a in reg.drop_announcements(device) if a.key != ann.key]
             reg.put_device(d)
             for entry in audit:
                 reg.audit(*entry)
-        self._answer(device, enrolment.unb64(ann.key), grant)
+        self._answer(device, sealed.unb64(ann.key), grant)
         for a in others:  # the same device id announced with other keys: not the terminal staff saw
             self._clear_answer(a.device, a.key)
         return d
@@ -348,14 +347,14 @@ class Provisioner:
         if d.state == "active":
             w = self.cfg.window(d.window)
             msg.update(window=d.window, window_name=w.name, staff=[s.message() for s in w.staff])
-            if self.cfg.hall_qr_url:
-                msg["hall_qr_url"] = self.cfg.hall_qr_url
-            if self.cfg.staff_qr_template:
-                msg["staff_qr_template"] = self.cfg.staff_qr_template
-            msg["qr"] = {"key_id": self.cfg.qr_key_id,
-                         "key": enrolment.seal(enrolment.unb64(d.key), self.cfg.qr_key(), topic),
-                         "url_template": self.cfg.qr_url_template, "ttl_s": self.cfg.qr_ttl_s}
-        return messages.encode(messages.validate(msg))
+            if self.cfg.center.hall_qr_url:
+                msg["hall_qr_url"] = self.cfg.center.hall_qr_url
+            if self.cfg.center.staff_qr_template:
+                msg["staff_qr_template"] = self.cfg.center.staff_qr_template
+            msg["qr"] = {"key_id": self.cfg.qr.key_id,
+                         "key": sealed.seal(sealed.unb64(d.key), self.cfg.qr_key(), topic),
+                         "url_template": self.cfg.qr.url_template, "ttl_s": self.cfg.qr.ttl_s}
+        return codec.encode(codec.validate(msg))
 
     def _device(self, device: str, *states: str) -> Device:
         d = self.reg.device(device)
@@ -448,26 +447,27 @@ class Provisioner:
                      "window": d.window or "-", "username": device, "password": password,
                      "client_id": d.client_id, "cred": gen}
             topic = self._topics(device).credentials
-            box = enrolment.seal(enrolment.unb64(d.key), messages.encode(messages.validate(grant)), topic)
+            box = sealed.seal(sealed.unb64(d.key), codec.encode(codec.validate(grant)), topic)
             with self.reg.tx() as reg:
                 reg.update_device(device, rotating_cred=gen, rotating_password=password)
                 reg.audit(who, "rotate", device, f"credentials generation {gen} sent; in force once confirmed")
-            self._publish(topic, messages.encode({"v": 1, "type": "sealed", "device": device, "box": box}))
+            self._publish(topic, codec.encode({"v": 1, "type": "sealed", "device": device, "box": box}))
             return gen
 
     # ---- for the console ------------------------------------------------------------------------
 
-    def terminals(self) -> tuple[list[Terminal], list[Terminal]]:
+    def terminals(self) -> tuple[list[RegisteredTerminal], list[RegisteredTerminal]]:
         """(unpaired announcements, paired terminals) with their online state."""
         now = time.time()
-        pending = [Terminal(a.device, "pending", None, now - a.last_seen <= ONLINE_WITHIN_S, a.last_seen, a.model,
-                            a.fw, code_expires=a.code_expires) for a in self.reg.announcements(now)]
+        pending = [RegisteredTerminal(a.device, "pending", None, now - a.last_seen <= ONLINE_WITHIN_S, a.last_seen,
+                                      a.model, a.fw, code_expires=a.code_expires) for a in self.reg.announcements(now)]
         paired = []
         for d in self.reg.devices():
             s = self.reg.status(d.device)
-            paired.append(Terminal(d.device, d.state, d.window, bool(s and s.state == "online"),
-                                   s.seen if s else None, d.model, s.fw if s and s.fw else d.fw,
-                                   s.pending if s else None, s.alarms if s else "", None, bool(d.rotating_cred)))
+            paired.append(RegisteredTerminal(d.device, d.state, d.window, bool(s and s.state == "online"),
+                                             s.seen if s else None, d.model, s.fw if s and s.fw else d.fw,
+                                             s.pending if s else None, s.alarms if s else "", None,
+                                             bool(d.rotating_cred)))
         return pending, paired
 
     def announcement_for(self, code_text: str) -> Announcement | None:

@@ -281,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
             nav = f"""<nav><a href="/">终端 Terminals</a> <a href="/audit">审计 Audit</a>
 <form method="post" action="/logout" class="inline"><input type="hidden" name="csrf" value="{esc(s[1])}">
 <button type="submit" class="link">退出 {esc(s[0])}</button></form></nav>"""
-        name = esc(self.console.prov.cfg.name or self.console.prov.center)
+        name = esc(self.console.prov.cfg.center.name or self.console.prov.center)
         return f"""<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -1,12 +1,13 @@
-"""Fixtures: real Mosquitto brokers (the project's template, free loopback ports), a real ledger,
-in-process terminals with their own SQLite outbox."""
+"""Fixtures from the development kit (devkit/): real Mosquitto brokers (the project's template, free loopback
+ports), a real ledger, a fake center, in-process terminals with their own SQLite outbox."""
 from __future__ import annotations
 
 import pytest
 
-from center.broker import Broker
 from center.ledger import Ledger
-from tests.helpers import Center, terminal_config, terminals, wait_for
+from devkit.broker import Broker
+from devkit.center import Center
+from devkit.terminals import terminal_config, terminals
 
 
 @pytest.fixture
@@ -37,6 +38,3 @@ def make_terminal(broker, tmp_path):
     with terminals() as start:
         yield lambda name="t1", port=None, **env: start(
             terminal_config(port or broker.port, tmp_path / name, HCP_DEVICE_ID=name, **env), name)
-
-
-__all__ = ["wait_for"]

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.codes import DEFAULT_CHANNELS, LEVEL_SCHEMES, CodeMap
-from device.model import LEVELS, Channel, Level
+from protocol.codes import DEFAULT_CHANNELS, LEVEL_SCHEMES, CodeMap
+from protocol.values import LEVELS, Channel, Level
 
 # Written out from the texts themselves (not computed), so a reordered enum cannot go unnoticed.
 GBT39046 = {"very_satisfied": 1, "satisfied": 2, "basically_satisfied": 3, "dissatisfied": 4,

@@ -373,3 +373,49 @@ def test_any_environment_gives_a_valid_config_or_config_error(env):
                        for n in named), (p, env)
         return
     _assert_within_declared_limits(cfg)
+
+
+# ---- one mechanism, sections in their rooms (issue 9 item 4) ----------------------------------
+
+def test_ui_and_hardware_sections_are_validated_and_named_by_key(tmp_path):
+    text = '[ui]\nbrightness_idle = 30\nrotation = 360\n[hardware]\ndim_after_s = 1\nsimulaet = true\n'
+    problems = _problems([_write(tmp_path, "t.toml", text)], {"HCP_UI_LANGUAGE": "fr"})
+    assert "known:" in _one(problems, "ui.brightness_idle")
+    assert "between 0 and 270" in _one(problems, "ui.rotation")
+    assert "between 10 and 86400" in _one(problems, "hardware.dim_after_s")
+    assert "did you mean 'simulate'" in _one(problems, "hardware.simulaet")
+    assert "environment" in _one(problems, "ui.language")
+    assert len(problems) == 5
+
+
+def test_opening_hours_are_checked_by_their_parser_when_loading():
+    """A copy of the grammar as a regex let 'mon 17:00-08:00' through; only attaching the drivers failed."""
+    problem = _one(_problems([], {"HCP_HARDWARE_OPENING_HOURS": "mon 17:00-08:00"}), "hardware.opening_hours")
+    assert "ends before it starts" in problem
+    assert load([], {"HCP_HARDWARE_OPENING_HOURS": "mon-fri 08:30-12:00,13:00-17:30"}).hardware.opening_hours
+
+
+def test_sections_are_declared_in_their_rooms():
+    from drivers.config import HardwareSection
+    from ui.config import UiSection
+    hints = typing.get_type_hints(Config)
+    assert hints["ui"] is UiSection and hints["hardware"] is HardwareSection
+    assert Config().ui.language == "zh" and Config().hardware.dim_after_s == 120
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+    tree = ast.parse(path.read_text("utf-8"))
+    out = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return out | {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+
+def test_the_configuration_package_imports_nothing_of_ours_and_section_modules_stay_light():
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    files = list((root / "configuration").glob("*.py"))
+    assert files
+    for path in files:
+        assert _imports(path) <= set(sys.stdlib_module_names) | {"configuration"}, path
+    assert _imports(root / "ui" / "config.py") <= {"__future__", "dataclasses", "configuration"}  # no Kivy
+    assert _imports(root / "drivers" / "config.py") <= {"__future__", "dataclasses", "configuration", "drivers"}

@@ -13,8 +13,9 @@ import threading
 
 import pytest
 
-from center.broker import Broker, free_port
-from tests.helpers import terminal_config, terminals, wait_for
+from devkit.broker import Broker, free_port
+from devkit.terminals import terminal_config, terminals
+from devkit.waiting import wait_for
 
 LINK = "device.link"
 

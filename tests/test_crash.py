@@ -11,7 +11,7 @@ import threading
 import time
 
 from center.ledger import Ledger, query
-from tests.helpers import wait_for
+from devkit.waiting import wait_for
 
 KILLS = 50
 ACK = re.compile(r"rating ([0-9a-f-]{36})")

@@ -2,27 +2,24 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from center.broker import Broker
 from center.ledger import query
 from device.machine import CaseOpened, LevelPressed, Phase
-from device.model import Case, Channel, Level, Staff
-from tests.helpers import wait_for
-
-STAFF = Staff("S0101", "王芳", "0101")
-
+from devkit import factories
+from devkit.broker import Broker
+from devkit.waiting import wait_for
+from protocol.values import Channel, Level
 
 def rate_cases(t, n: int, prefix: str, step=None) -> None:
     """n case/rating pairs, queued on the terminal's core (as the link and the screen would), or stepped
     right here with `step=t.handle` when the test itself is the core thread."""
     step = step or t.submit
     for i in range(n):
-        case = Case(f"{prefix}{i:05d}", "310115-001", "居住证办理", STAFF, "ap_0123456789abcdef", "张*")
+        case = factories.case_model(f"{prefix}{i:05d}")
         step(CaseOpened(case, qr=t.dynamic_qr(case)))
         step(LevelPressed(Level.SATISFIED, Channel.TOUCH))
 
@@ -52,13 +49,12 @@ def test_offline_backlog_of_500_arrives_exactly_once(broker, ledger, center, mak
 def test_ledger_down_means_no_receipt_and_the_terminal_offers_again(broker, ledger, center, tmp_path):
     from center.ledger import Ledger
     from device.terminal import Terminal
-    from tests.helpers import terminal_config
+    from devkit.terminals import terminal_config
     ledger.stop()
     skew = [0.0]  # the terminal's clock runs ahead on demand: a receipt timeout passes without waiting for it
     t = Terminal(terminal_config(broker.port, tmp_path / "t1", HCP_DEVICE_ID="t1"), "t1",
                  clock=lambda: time.monotonic() + skew[0])
     t.start()
-    threading.Thread(target=t.run, daemon=True).start()
     try:
         rate_cases(t, 20, "NOREC")
         wait_for(lambda: len({m["id"] for m in center.messages_on("rating")}) == 20, what="20 ratings offered")
@@ -85,7 +81,8 @@ def test_broker_refusal_quarantines_with_an_alarm_and_loses_nothing(tmp_path, ce
     (tmp_path / "b").mkdir()
     with Broker(extra=f"acl_file {acl}", workdir=str(tmp_path / "b")) as b:
         from center.ledger import Ledger
-        from tests.helpers import Center, start_terminal, terminal_config
+        from devkit.center import Center
+        from devkit.terminals import start_terminal, terminal_config
         led = Ledger(tmp_path / "l.db", port=b.port).start()
         center = Center(b.port)
         t = start_terminal(terminal_config(b.port, tmp_path / "t", HCP_DEVICE_ID="refused"), "refused")
@@ -112,7 +109,7 @@ def test_broker_refusal_quarantines_with_an_alarm_and_loses_nothing(tmp_path, ce
 
 def test_full_outbox_alarms_at_80_percent_and_refuses_without_evicting(broker, tmp_path):
     from device.terminal import Terminal
-    from tests.helpers import terminal_config
+    from devkit.terminals import terminal_config
     t = Terminal(terminal_config(broker.port, tmp_path / "t1", HCP_OUTBOX_CAPACITY="10",
                                  HCP_OUTBOX_ALARM_PERCENT="80"), "t1")
     t.start()  # network and courier; this test is the core thread, so every step below is done on return
@@ -161,7 +158,7 @@ def test_any_inbound_payload_is_rejected_with_a_reason_or_accepted(idle_terminal
 @pytest.fixture
 def idle_terminal(tmp_path):
     from device.terminal import Terminal
-    from tests.helpers import terminal_config
+    from devkit.terminals import terminal_config
     t = Terminal(terminal_config(1, tmp_path / "t"), "t1")  # never started: no network needed
     yield t
     t.outbox.close()

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from center.ledger import query
 from device.machine import LevelPressed, Phase, ReasonsConfirmed, ReasonToggled
-from device.model import Channel, Level
-from tests.helpers import wait_for
+from devkit.waiting import wait_for
+from protocol.values import Channel, Level
 
 
 def test_case_to_receipt(broker, ledger, center, make_terminal):

@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from device import qr
 from device.config import DEMO_QR_KEY
 from device.console import ConsoleView, printable
 from device.machine import Phase
-from tests.helpers import TEST_QR_KEY, wait_for
+from devkit.terminals import TEST_QR_KEY
+from devkit.waiting import wait_for
+from protocol import qrtoken
 
 
 def _ago(hours: float) -> str:
@@ -19,8 +20,11 @@ def _ago(hours: float) -> str:
 
 
 def _shown(t, case_id: str):
-    return wait_for(lambda: t.state.case is not None and t.state.case.id == case_id and t.state.phase == Phase.CASE,
-                    what=f"case {case_id} on the screen")
+    """Until the views' snapshot shows the case (the core publishes it right after stepping)."""
+    def shown():
+        s = t.snapshot.state
+        return s.case is not None and s.case.id == case_id and s.phase == Phase.CASE
+    return wait_for(shown, what=f"case {case_id} on the screen")
 
 
 # ---- item 7: no key, no dynamic QR, never the demo key ----------------------------------------------
@@ -32,7 +36,7 @@ def test_without_a_qr_key_the_case_is_shown_without_a_dynamic_qr(make_terminal, 
     _shown(t, "SH0001")
     assert t.state.qr is None
     view = ConsoleView(t, out=io.StringIO(), inp=io.StringIO())
-    assert "请在屏幕上评价" in view.screen(t.state) and "扫码评价" not in view.screen(t.state)
+    assert "请在屏幕上评价" in view.screen(t.snapshot) and "扫码评价" not in view.screen(t.snapshot)
     center.case("SH0002", rating_url="https://platform.example.gov.cn/r/SH0002")
     _shown(t, "SH0002")
     assert t.state.qr is not None and t.state.qr.url.endswith("/SH0002")  # the platform's own URL needs no key
@@ -44,9 +48,9 @@ def test_with_a_key_tokens_are_signed_with_it_and_not_with_the_demo_key(make_ter
     center.case("SH0003")
     _shown(t, "SH0003")
     token = t.state.qr.url.split("t=", 1)[1]
-    assert qr.verify(token, {"test": bytes.fromhex(TEST_QR_KEY)}).case == "SH0003"
-    with pytest.raises(qr.TokenError):
-        qr.verify(token, {"test": DEMO_QR_KEY})
+    assert qrtoken.verify(token, {"test": bytes.fromhex(TEST_QR_KEY)}).case == "SH0003"
+    with pytest.raises(qrtoken.TokenError):
+        qrtoken.verify(token, {"test": DEMO_QR_KEY})
 
 
 # ---- item 8: personal data in any digit form, in any text field --------------------------------------
@@ -79,7 +83,7 @@ def test_the_console_view_strips_controls_and_bidi_overrides(make_terminal, cent
     _shown(t, "SH0004")
     out = io.StringIO()
     view = ConsoleView(t, out=out, inp=io.StringIO())
-    view.render(t.state)
+    view.render(t.snapshot)
     text = out.getvalue()
     lines = text.split("\n")
     assert len(lines) == 6 and lines[-1] == ""  # head, item, staff, scan, levels: no injected line breaks

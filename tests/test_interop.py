@@ -4,73 +4,31 @@ only acknowledgement there: a refused publish is "no receipt after N offers" →
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from center.broker import Broker, free_port
 from center.ledger import Ledger, query
-from center.simulator import STAFF
-from device import ids, messages
 from device.machine import LevelPressed
-from device.model import Channel, Level
-from tests.helpers import terminal_config, terminals, wait_for
+from devkit import factories
+from devkit.broker import NATS, Broker, NatsServer
+from devkit.terminals import terminal_config, terminals
+from devkit.waiting import wait_for
+from protocol import codec, topics
+from protocol.values import Channel, Level
 from tests.test_delivery import rate_cases
 
-NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 V311 = {"HCP_MQTT_PROTOCOL": "3.1.1"}
-
-
-class NatsServer:
-    """nats-server on free loopback ports with JetStream (NATS's MQTT gateway requires it) and MQTT on;
-    optionally TLS on the MQTT port and user accounts (which MQTT clients log in with)."""
-
-    def __init__(self, root: Path, tls: tuple[Path, Path] | None = None, users: dict[str, str] | None = None):
-        self.root, self.port, self.mqtt_port = root, free_port(), free_port()
-        root.mkdir(parents=True, exist_ok=True)
-        self.conf = root / "nats.conf"
-        mqtt_tls = f', tls: {{ cert_file: "{tls[0]}", key_file: "{tls[1]}" }}' if tls else ""
-        text = (f'server_name: "hcp-test"\nlisten: "127.0.0.1:{self.port}"\n'
-                f'jetstream {{ store_dir: "{root / "js"}" }}\n'
-                f'mqtt {{ host: "127.0.0.1", port: {self.mqtt_port}{mqtt_tls} }}\n')
-        if users:
-            text += "authorization { users = [" + ", ".join(
-                f'{{ user: "{u}", password: "{pw}" }}' for u, pw in users.items()) + "] }\n"
-        self.conf.write_text(text)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "NatsServer":
-        self.proc = subprocess.Popen([NATS, "-c", str(self.conf)], stdout=open(self.root / "nats.log", "ab"),
-                                     stderr=subprocess.STDOUT)
-        end = time.monotonic() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nats-server exited: {(self.root / 'nats.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.mqtt_port), timeout=0.2).close()
-                return self
-            except OSError:
-                if time.monotonic() > end:
-                    raise RuntimeError("nats-server did not open its MQTT port") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 class Center311:
     """The center's systems at MQTT 3.1.1: publishes retained state and records everything under hcp/."""
 
-    def __init__(self, port: int, topic: str = f"{messages.PREFIX}/#", *, user: str = "", password: str = "",
+    def __init__(self, port: int, topic: str = f"{topics.PREFIX}/#", *, user: str = "", password: str = "",
                  ca: str = ""):
         self.seen: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
@@ -97,7 +55,7 @@ class Center311:
             return [json.loads(p) for t, p in self.seen if p and t.endswith("/" + leaf)]
 
     def publish(self, topic: str, body: dict, retain: bool = True) -> None:
-        self.c.publish(topic, messages.encode(body), qos=1, retain=retain).wait_for_publish(10)
+        self.c.publish(topic, codec.encode(body), qos=1, retain=retain).wait_for_publish(10)
 
     def close(self) -> None:
         self.c.disconnect()
@@ -105,10 +63,7 @@ class Center311:
 
 
 def open_case(center: Center311, case_id: str, window: str = "W01") -> None:
-    center.publish(f"{messages.PREFIX}/C1/window/{window}/case", {
-        "v": 1, "type": "case", "center": "C1", "window": window, "state": "open",
-        "case": {"id": case_id, "item_code": "310115-001", "item_name": "居住证办理"}, "staff": STAFF[0],
-        "applicant": {"token": "ap_0123456789abcdef", "display": "张*"}, "opened_at": ids.wall_time()})
+    center.publish(f"{topics.PREFIX}/C1/window/{window}/case", factories.case("C1", window, case_id))
 
 
 def offered_at_least(t, n: int) -> int:

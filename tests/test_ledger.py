@@ -15,28 +15,32 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from center.broker import Broker, free_port
 from center.ledger import Ledger, gaps, main as ledger_main, query
-from device import ids, machine, messages, records
-from device.model import Case, Channel, Level, Staff
-from tests.helpers import Center, wait_for
+from device import ids, machine
+from device.model import Case
+from devkit import factories
+from devkit.broker import Broker, free_port
+from devkit.center import Center
+from devkit.waiting import wait_for
+from protocol import builders, codec, topics
+from protocol.values import Channel, Level
 
-STAFF = Staff("S0101", "王芳")
-CASE = Case("SH77", "310115-001", "居住证办理", STAFF, "ap_0123456789abcdef", "张*")
+STAFF = factories.staff()
+CASE = factories.case_model("SH77")
 
 
 def rating(device: str = "d1", case: Case | None = CASE, rid: str | None = None, seq: int = 1) -> dict:
     draft = machine.RatingDraft("case" if case else "staff", Level.SATISFIED, Channel.TOUCH, STAFF, case)
-    return records.rating(draft, records.Origin("C1", "W01", device), rid or ids.uuid7(), seq, ids.wall_time())
+    return builders.rating(draft, builders.Origin("C1", "W01", device), rid or ids.uuid7(), seq, ids.wall_time())
 
 
 def receipts(center, device: str) -> list[dict]:
-    topic = f"{messages.PREFIX}/C1/device/{device}/receipt"
+    topic = f"{topics.PREFIX}/C1/device/{device}/receipt"
     return [i for m in center.messages_on(topic) for i in m["items"]]
 
 
 def send(center, body: dict | bytes, device: str = "d1") -> None:
-    center.publish(f"{messages.PREFIX}/C1/device/{device}/rating", body, retain=False)
+    center.publish(f"{topics.PREFIX}/C1/device/{device}/rating", body, retain=False)
 
 
 def test_the_same_rating_twice_is_one_row_and_two_receipts(ledger, center):
@@ -103,7 +107,7 @@ def test_receipts_are_split_to_fit_the_terminals_inbound_limit():
     @given(st.lists(item, min_size=1, max_size=3000))
     def check(items):
         chunks = receipt_chunks(items)
-        decoded = [messages.decode("receipt", c) for c in chunks]  # each within the 16 KiB limit and the schema
+        decoded = [codec.decode("receipt", c) for c in chunks]  # each within the 16 KiB limit and the schema
         assert [i for d in decoded for i in d["items"]] == items
 
     check()
@@ -117,15 +121,13 @@ W02_STAFF = {"id": "S0201", "name": "赵敏"}
 
 def bind(center, device: str, window: str, state: str = "active") -> None:
     """What provisioning publishes for a paired terminal (retained)."""
-    body = {"v": 1, "type": "binding", "center": center.center, "device": device, "state": state, "window": window}
-    center.publish(f"{messages.PREFIX}/{center.center}/device/{device}/binding", body)
+    center.publish(f"{topics.PREFIX}/{center.center}/device/{device}/binding",
+                   factories.binding(center.center, device, state, window))
 
 
 def case_at(center, window: str, case_id: str, staff: dict) -> None:
-    body = {"v": 1, "type": "case", "center": center.center, "window": window, "state": "open",
-            "case": {"id": case_id, "item_code": "310115-001", "item_name": "居住证办理"}, "staff": staff,
-            "applicant": {"token": "ap_0123456789abcdef", "display": "张*"}, "opened_at": "2026-11-26T09:00:00+08:00"}
-    center.publish(f"{messages.PREFIX}/{center.center}/window/{window}/case", body)
+    center.publish(f"{topics.PREFIX}/{center.center}/window/{window}/case",
+                   factories.case(center.center, window, case_id, staff=staff, opened_at="2026-11-26T09:00:00+08:00"))
 
 
 def claim(device: str, window: str, case_id: str, staff: str, center_id: str = "C1") -> dict:
@@ -265,7 +267,7 @@ def test_the_first_rating_rule_is_per_center(ledger, center, broker):
         one = claim("d1", "W01", "SAME-ID", "S0101")
         two = claim("d1", "W01", "SAME-ID", "S0101", center_id="C2")
         send(center, one)
-        c2.publish(f"{messages.PREFIX}/C2/device/d1/rating", two, retain=False)
+        c2.publish(f"{topics.PREFIX}/C2/device/d1/rating", two, retain=False)
         wait_for(lambda: len(query(ledger.db_path, "SELECT id FROM ratings")) == 2, what="both stored")
         assert sorted(query(ledger.db_path, "SELECT center, first FROM ratings")) == [("C1", 1), ("C2", 1)]
     finally:
@@ -273,17 +275,17 @@ def test_the_first_rating_rule_is_per_center(ledger, center, broker):
 
 
 def test_messages_on_unparseable_device_topics_are_logged_and_counted(ledger, center, caplog):
-    center.publish(f"{messages.PREFIX}/C1/device/bad.device/rating", rating(), retain=False)
+    center.publish(f"{topics.PREFIX}/C1/device/bad.device/rating", rating(), retain=False)
     wait_for(lambda: ledger.bad_topic == 1, what="counted")
     assert any("cannot parse" in r.getMessage() and "bad.device" in r.getMessage() for r in caplog.records)
 
 
 def test_events_keep_seq_alarm_and_detail(ledger, center):
-    alarm = records.alarm("outbox_full", "1000 of 1000 records held", records.Origin("C1", "W01", "d1"),
+    alarm = builders.alarm("outbox_full", "1000 of 1000 records held", builders.Origin("C1", "W01", "d1"),
                           ids.uuid7(), ids.wall_time())
-    unrated = records.unrated(CASE, records.Origin("C1", "W01", "d1"), ids.uuid7(), 7, ids.wall_time())
+    unrated = builders.unrated(CASE, builders.Origin("C1", "W01", "d1"), ids.uuid7(), 7, ids.wall_time())
     for e in (alarm, unrated):
-        center.publish(f"{messages.PREFIX}/C1/device/d1/event", e, retain=False)
+        center.publish(f"{topics.PREFIX}/C1/device/d1/event", e, retain=False)
     wait_for(lambda: len(receipts(center, "d1")) == 2, what="two receipts")
     assert sorted(query(ledger.db_path, "SELECT event, seq, alarm, detail FROM events"), key=str) == sorted(
         [("alarm", None, "outbox_full", "1000 of 1000 records held"), ("unrated", 7, None, None)], key=str)
@@ -316,8 +318,8 @@ def test_the_gap_report_lists_each_devices_missing_sequence_numbers(ledger, cent
     center.case("SH77")
     for seq in (1, 2, 6, 9):
         send(center, rating(seq=seq))
-    unrated = records.unrated(CASE, records.Origin("C1", "W01", "d1"), ids.uuid7(), 3, ids.wall_time())
-    center.publish(f"{messages.PREFIX}/C1/device/d1/event", unrated, retain=False)
+    unrated = builders.unrated(CASE, builders.Origin("C1", "W01", "d1"), ids.uuid7(), 3, ids.wall_time())
+    center.publish(f"{topics.PREFIX}/C1/device/d1/event", unrated, retain=False)
     send(center, rating(device="d2", seq=2), device="d2")
     wait_for(lambda: len(receipts(center, "d1")) == 5 and receipts(center, "d2"), what="all stored")
     assert gaps(ledger.db_path) == {("C1", "d1"): [(4, 5), (7, 8)], ("C1", "d2"): [(1, 1)]}
@@ -378,7 +380,7 @@ def test_a_receipt_is_never_published_before_its_transaction_committed(ledger, b
     obs.on_message = on_receipt
     obs.on_subscribe = lambda *_: subscribed.set()
     obs.connect("127.0.0.1", broker.port)
-    obs.subscribe(f"{messages.PREFIX}/C1/device/+/receipt", qos=1)
+    obs.subscribe(f"{topics.PREFIX}/C1/device/+/receipt", qos=1)
     obs.loop_start()
     try:
         assert subscribed.wait(10)

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from device import machine as m
-from device.model import Case, Catalog, Channel, Level, Reason, Staff
+from device.model import Case, Catalog, Reason, Staff
+from protocol.values import Channel, Level
 
 STAFF = Staff("S1", "王芳", "0101")
 CAT = Catalog("2026.1", (Reason("501", "等候时间长"), Reason("505", "态度不好")))

@@ -1,7 +1,7 @@
 """The wire contract: golden messages, the decoder, the schemas and the topic tree.
 
 Two validators must agree on every message: the fast one the device runs (fastjsonschema, through
-`device.messages`) and the reference implementation (`jsonschema`). The golden files in
+`protocol.codec`) and the reference implementation (`jsonschema`). The golden files in
 protocol/golden/ are the shared test vectors (also for MicroPython keypads and center code).
 """
 from __future__ import annotations
@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 from jsonschema import validators
 from jsonschema.exceptions import ValidationError
 
-from device import messages, records
 from device.machine import RatingDraft
-from device.messages import KINDS, MAX_INBOUND_BYTES, PREFIX, MessageError, Topics, parse_device_topic
-from device.model import LEVELS, Case, Channel, Level, Staff
-from protocol import GOLDEN_DIR, SCHEMA_DIR, VERSION
+from device.model import Case, Staff
+from protocol import GOLDEN_DIR, SCHEMA_DIR, VERSION, builders, codec
+from protocol.codec import KINDS, MAX_INBOUND_BYTES, MessageError
+from protocol.topics import PREFIX, Topics, parse_device_topic
+from protocol.values import LEVELS, Channel, Level
 
 REASONS = {"oversized", "bad_json", "duplicate_key", "not_object", "wrong_version", "wrong_type", "schema",
            "personal_data", "unknown_kind"}
@@ -67,12 +68,12 @@ def _ecma_pattern(validator, pattern: str, instance: Any, schema: dict):
 
 
 Reference = validators.extend(jsonschema.Draft7Validator, {"pattern": _ecma_pattern})
-_REF = {kind: Reference(messages.schema(kind)) for kind in KINDS}
+_REF = {kind: Reference(codec.schema(kind)) for kind in KINDS}
 
 
 def fast_ok(kind: str, message: Any) -> bool:
     try:
-        messages._validator(kind)(message)
+        codec._validator(kind)(message)
     except fastjsonschema.JsonSchemaValueException:
         return False
     return True
@@ -100,7 +101,7 @@ def test_golden_files_are_plain_utf8_json():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_schemas_are_valid_draft7(kind):
-    jsonschema.Draft7Validator.check_schema(messages.schema(kind))
+    jsonschema.Draft7Validator.check_schema(codec.schema(kind))
     assert (SCHEMA_DIR / f"{kind}.schema.json").exists()
 
 
@@ -110,13 +111,13 @@ def test_valid_golden_decodes_and_both_validators_accept(path):
     kind = _kind_of(path)
     assert message["type"] == kind and message["v"] == VERSION
     raw = path.read_bytes()
-    assert messages.decode(kind, raw) == message
+    assert codec.decode(kind, raw) == message
     assert fast_ok(kind, message)
     errors = [e.message for e in _REF[kind].iter_errors(message)]
     assert errors == []
     # Encoding is stable: what we send decodes to what we meant.
-    assert messages.decode(kind, messages.encode(message)) == message
-    assert messages.validate(copy.deepcopy(message)) == message
+    assert codec.decode(kind, codec.encode(message)) == message
+    assert codec.validate(copy.deepcopy(message)) == message
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
@@ -126,7 +127,7 @@ def test_invalid_golden_is_refused_with_its_reason(path):
     assert wrapper["reason"] in REASONS
     assert path.stem.startswith(wrapper["kind"] + "-")
     with pytest.raises(MessageError) as err:
-        messages.decode(wrapper["kind"], _payload(wrapper))
+        codec.decode(wrapper["kind"], _payload(wrapper))
     assert err.value.reason == wrapper["reason"], err.value
     if wrapper["reason"] == "schema":
         # Refused for the schema's sake alone: the reference validator refuses it too.
@@ -139,7 +140,7 @@ def test_oversized_golden_fails_on_size_alone():
     for w in oversized:
         payload = _payload(w)
         assert len(payload) > MAX_INBOUND_BYTES
-        assert messages.decode(w["kind"], payload, max_bytes=len(payload))["type"] == w["kind"]
+        assert codec.decode(w["kind"], payload, max_bytes=len(payload))["type"] == w["kind"]
 
 
 def test_size_limit_counts_utf8_bytes_for_text_payloads():
@@ -149,9 +150,9 @@ def test_size_limit_counts_utf8_bytes_for_text_payloads():
     size = len(text.encode("utf-8"))
     assert len(text) < size  # Chinese text: more bytes than characters
     with pytest.raises(MessageError) as err:
-        messages.decode("catalog", text, max_bytes=size - 1)
+        codec.decode("catalog", text, max_bytes=size - 1)
     assert err.value.reason == "oversized"
-    assert messages.decode("catalog", text, max_bytes=size) == msg
+    assert codec.decode("catalog", text, max_bytes=size) == msg
 
 
 def test_lone_surrogate_is_refused_so_decoded_messages_reencode():
@@ -162,16 +163,16 @@ def test_lone_surrogate_is_refused_so_decoded_messages_reencode():
     payload = json.dumps(msg, ensure_ascii=True)
     for p in (payload, payload.encode("ascii")):
         with pytest.raises(MessageError) as err:
-            messages.decode("catalog", p)
+            codec.decode("catalog", p)
         assert err.value.reason == "bad_json"
     pair = json.dumps({**msg, "reasons": [{"code": "1", "zh": "\U0001f600"}]}, ensure_ascii=True)
-    assert messages.decode("catalog", pair)["reasons"][0]["zh"] == "\U0001f600"  # a real pair is fine
+    assert codec.decode("catalog", pair)["reasons"][0]["zh"] == "\U0001f600"  # a real pair is fine
 
 
 def test_version_true_is_not_version_one():
     msg = _load(GOLDEN_DIR / "valid" / "status-online.json")
     with pytest.raises(MessageError) as err:
-        messages.decode("status", json.dumps({**msg, "v": True}))
+        codec.decode("status", json.dumps({**msg, "v": True}))
     assert err.value.reason == "wrong_version"
 
 
@@ -181,12 +182,12 @@ def test_bare_phone_or_id_numbers_are_not_applicant_tokens(token):
     case = _load(GOLDEN_DIR / "valid" / "case-open.json")
     case["applicant"]["token"] = token
     with pytest.raises(MessageError) as err:
-        messages.decode("case", json.dumps(case))
+        codec.decode("case", json.dumps(case))
     assert err.value.reason == "personal_data"
     for kind in ("rating-case-good", "event-unrated"):
         msg = _load(GOLDEN_DIR / "valid" / f"{kind}.json")
         with pytest.raises(MessageError) as err:
-            messages.decode(_kind_of(Path(kind)), json.dumps({**msg, "applicant": token}))
+            codec.decode(_kind_of(Path(kind)), json.dumps({**msg, "applicant": token}))
         assert err.value.reason == "personal_data"
 
 
@@ -197,7 +198,7 @@ def test_a_phone_or_id_number_behind_a_letter_prefix_is_not_a_token(token):
     case = _load(GOLDEN_DIR / "valid" / "case-open.json")
     case["applicant"]["token"] = token
     with pytest.raises(MessageError) as err:
-        messages.decode("case", json.dumps(case))
+        codec.decode("case", json.dumps(case))
     assert err.value.reason == "personal_data"
 
 
@@ -206,15 +207,15 @@ def test_a_phone_or_id_number_behind_a_letter_prefix_is_not_a_token(token):
 def test_tokens_that_merely_contain_digits_are_accepted(token):
     case = _load(GOLDEN_DIR / "valid" / "case-open.json")
     case["applicant"]["token"] = token
-    assert messages.decode("case", json.dumps(case))["applicant"]["token"] == token
+    assert codec.decode("case", json.dumps(case))["applicant"]["token"] == token
 
 
 def test_unknown_kind_for_validate_and_decode():
     with pytest.raises(MessageError) as err:
-        messages.validate({"v": 1, "type": "ping"})
+        codec.validate({"v": 1, "type": "ping"})
     assert err.value.reason == "unknown_kind"
     with pytest.raises(MessageError) as err:
-        messages.decode("ping", b"{}")
+        codec.decode("ping", b"{}")
     assert err.value.reason == "unknown_kind"
 
 
@@ -222,10 +223,10 @@ def test_personal_data_checks_apply_to_staff_names_on_case_and_duty():
     case = _load(GOLDEN_DIR / "valid" / "case-open.json")
     case["staff"]["name"] = "王芳13800138000"
     with pytest.raises(MessageError) as err:
-        messages.decode("case", json.dumps(case))
+        codec.decode("case", json.dumps(case))
     assert err.value.reason == "personal_data"
     case["staff"]["name"] = "王芳12345"  # five digits: a work number, allowed
-    assert messages.decode("case", json.dumps(case))
+    assert codec.decode("case", json.dumps(case))
 
 
 # ---- personal data in any digit form (issue 8 item 8) -------------------------------------------
@@ -284,7 +285,7 @@ def test_the_reported_disguises_are_refused_in_every_display_field():
                  "١٣٨٠٠١٣٨٠٠٠", "一三八〇〇一三八〇〇〇", "幺三八零零幺三八零零零", "138\u200b0013\u200b8000"]:
         for kind, msg in _text_fields(text):
             with pytest.raises(MessageError) as err:
-                messages.decode(kind, json.dumps(msg))
+                codec.decode(kind, json.dumps(msg))
             assert err.value.reason == "personal_data", (kind, text)
 
 
@@ -294,7 +295,7 @@ def test_any_disguised_phone_or_id_number_is_refused(data):
     text = data.draw(disguised_numbers(max_len=16))
     for kind, msg in _text_fields(text):
         with pytest.raises(MessageError) as err:
-            messages.decode(kind, json.dumps(msg))
+            codec.decode(kind, json.dumps(msg))
         assert err.value.reason == "personal_data", (kind, text)
 
 
@@ -309,7 +310,7 @@ def test_any_phone_or_id_number_token_is_refused(prefix, number, seps, suffix):
     case = _load(GOLDEN_DIR / "valid" / "case-open.json")
     case["applicant"]["token"] = token
     with pytest.raises(MessageError) as err:
-        messages.decode("case", json.dumps(case))
+        codec.decode("case", json.dumps(case))
     assert err.value.reason == "personal_data"
 
 
@@ -323,7 +324,7 @@ ITEM_NAMES = ["居住证办理", "一网通办", "营业执照变更", "社保�
 def test_ordinary_item_names_and_texts_are_accepted(name, extra):
     text = (name + extra)[:16]
     for kind, msg in _text_fields(text):
-        assert messages.decode(kind, json.dumps(msg))
+        assert codec.decode(kind, json.dumps(msg))
 
 
 # ---- hypothesis: strategies ---------------------------------------------------------------------
@@ -412,7 +413,7 @@ def golden_and_mutant(kinds=KINDS):
 
 def _decode_or_reason(kind: str, payload: bytes | str) -> dict | str:
     try:
-        return messages.decode(kind, payload)
+        return codec.decode(kind, payload)
     except MessageError as e:
         assert e.reason in REASONS, e.reason
         return e.reason
@@ -444,13 +445,13 @@ def test_mutated_goldens_raise_only_message_error_and_what_passes_reencodes(km, 
     if isinstance(result, dict):
         # Whatever the decoder lets through is schema-valid by the reference, and can be sent on again.
         assert ref_ok(kind, result)
-        assert messages.decode(kind, messages.encode(result)) == result
+        assert codec.decode(kind, codec.encode(result)) == result
 
 
 @settings(max_examples=200, deadline=None)
 @given(kind=st.sampled_from(KINDS), data=st.data())
 def test_truncated_and_padded_goldens_raise_only_message_error(kind, data):
-    raw = messages.encode(data.draw(st.sampled_from(GOLDEN_BY_KIND[kind])))
+    raw = codec.encode(data.draw(st.sampled_from(GOLDEN_BY_KIND[kind])))
     cut = data.draw(st.integers(0, len(raw)))
     junk = data.draw(st.binary(max_size=8))
     assert isinstance(_decode_or_reason(kind, raw[:cut] + junk), (dict, str))
@@ -469,7 +470,7 @@ def test_reference_pattern_is_ecma_not_python():
     """Both validators refuse a trailing newline in an id (Python's `$` alone would accept it)."""
     msg = {**GOLDEN_BY_KIND["status"][0], "device": "rpi-1\n"}
     assert not fast_ok("status", msg) and not ref_ok("status", msg)
-    assert jsonschema.Draft7Validator(messages.schema("status")).is_valid(msg)  # the trap being avoided
+    assert jsonschema.Draft7Validator(codec.schema("status")).is_valid(msg)  # the trap being avoided
 
 
 # ---- hypothesis (c): ratings built from the domain round-trip ------------------------------
@@ -513,9 +514,9 @@ def ratings(draw) -> dict:
 @settings(max_examples=300, deadline=None)
 @given(msg=ratings())
 def test_generated_ratings_round_trip(msg):
-    assert messages.validate(msg) is msg
-    wire = messages.encode(msg)
-    assert messages.decode("rating", wire) == msg
+    assert codec.validate(msg) is msg
+    wire = codec.encode(msg)
+    assert codec.decode("rating", wire) == msg
     assert fast_ok("rating", msg) and ref_ok("rating", msg)
     assert len(wire) <= MAX_INBOUND_BYTES
 
@@ -534,7 +535,7 @@ def test_generated_ratings_break_when_a_correspondence_rule_is_broken(msg, data)
         broken = {**msg}
         del broken["reasons"]
     with pytest.raises(MessageError) as err:
-        messages.decode("rating", messages.encode(broken))
+        codec.decode("rating", codec.encode(broken))
     assert err.value.reason == "schema"
     assert not ref_ok("rating", broken)
 
@@ -550,16 +551,16 @@ def test_records_builder_output_decodes(kind, level, channel, case_id, staff_id,
     case = Case(case_id, item, "居住证办理", staff, token, "张*") if kind == "case" else None
     reasons = tuple(codes) if level.is_bad else ()
     draft = RatingDraft(kind, level, channel, staff, case, reasons, version if reasons else "")
-    msg = records.rating(draft, records.Origin(*where), rid, seq, ts)
-    assert messages.decode("rating", messages.encode(msg)) == msg
+    msg = builders.rating(draft, builders.Origin(*where), rid, seq, ts)
+    assert codec.decode("rating", codec.encode(msg)) == msg
 
 
 def test_bad_rating_without_catalog_version_cannot_be_validated():
     draft = RatingDraft("staff", Level.DISSATISFIED, Channel.TOUCH, Staff("S0101", "王芳"), None, ("501",), "")
-    msg = records.rating(draft, records.Origin("pudong", "W01", "d1"), "0195a7e2-3c4d-7a1b-8c2d-3e4f5a6b7c8d",
+    msg = builders.rating(draft, builders.Origin("pudong", "W01", "d1"), "0195a7e2-3c4d-7a1b-8c2d-3e4f5a6b7c8d",
                          1, "2026-03-02T09:19:33+08:00")
     with pytest.raises(MessageError) as err:
-        messages.validate(msg)
+        codec.validate(msg)
     assert err.value.reason == "schema"
 
 
@@ -625,7 +626,7 @@ def test_a_key_left_out_of_a_config_message_means_the_local_value(tmp_path):
     term = Terminal(cfg, "t1")
     try:
         def deliver(body: dict) -> None:
-            term._inbound(term.topics.config, messages.encode({"v": 1, "type": "config", "device": "t1", **body}),
+            term._inbound(term.topics.config, codec.encode({"v": 1, "type": "config", "device": "t1", **body}),
                           True)
             term.handle(term._events.get_nowait())
 

@@ -12,18 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from device import machine, records
-from device.model import Channel, Level, Staff
-from device.messages import MessageError
+from device import machine
+from device.model import Staff
 from device.outbox import Outbox, OutboxError, OutboxFull
-from tests.helpers import wait_for
+from devkit.waiting import wait_for
+from protocol import builders
+from protocol.codec import MessageError
+from protocol.values import Channel, Level
 
-ORIGIN = records.Origin("C1", "W01", "dev1")
+ORIGIN = builders.Origin("C1", "W01", "dev1")
 DRAFT = machine.RatingDraft("staff", Level.SATISFIED, Channel.TOUCH, Staff("S1", "王芳"))
 
 
 def add(ob: Outbox, draft=DRAFT, case_id=None):
-    return ob.add("rating", lambda rid, seq, ts: records.rating(draft, ORIGIN, rid, seq, ts), case_id=case_id)
+    return ob.add("rating", lambda rid, seq, ts: builders.rating(draft, ORIGIN, rid, seq, ts), case_id=case_id)
 
 
 def test_pragmas_are_wal_and_full_for_adding(tmp_path):
@@ -266,8 +268,8 @@ def test_a_receipt_by_id_alone_deletes_only_its_own_record(tmp_path):
 SEQ_CHILD = """
 import sys
 sys.path.insert(0, sys.argv[2])
-from tests.test_outbox import add
 from device.outbox import Outbox
+from tests.test_outbox import add
 ob = Outbox(sys.argv[1])
 print("open", flush=True)
 while True:

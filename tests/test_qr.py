@@ -16,7 +16,8 @@ from qrcode.constants import ERROR_CORRECT_M
 
 from device import qr
 from device.config import DEMO_QR_KEY
-from device.qr import SEP, TokenError
+from protocol import qrtoken
+from protocol.qrtoken import SEP, TokenError
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -27,14 +28,14 @@ URL_SAFE = re.compile(r"[A-Za-z0-9._~:-]+")  # RFC 3986 unreserved, plus ':' (ca
 
 
 def _token(key_id: str = "k1", ttl_s: int = 600, **over) -> str:
-    return qr.sign(key_id, KEYS.get(key_id, KEY), **{**FIELDS, **over}, ttl_s=ttl_s, now=NOW)
+    return qrtoken.sign(key_id, KEYS.get(key_id, KEY), **{**FIELDS, **over}, ttl_s=ttl_s, now=NOW)
 
 
 # ---- tokens: the happy path --------------------------------------------------------------------
 
 def test_sign_then_verify_returns_the_claims():
     token = _token()
-    claims = qr.verify(token, KEYS, now=NOW)
+    claims = qrtoken.verify(token, KEYS, now=NOW)
     assert (claims.key_id, claims.center, claims.case, claims.window, claims.staff, claims.device) == \
         ("k1", "pudong", "SH20260302000017", "W01", "S0101", "rpi-1000000a3f9c2b7e")
     assert claims.expires == NOW + 600
@@ -54,14 +55,14 @@ key_ids = st.from_regex(r"[A-Za-z0-9_-]{1,16}", fullmatch=True)
 @given(key_id=key_ids, key=st.binary(min_size=32, max_size=64), center=ids, case=case_ids, window=ids,
        staff=ids, device=ids, ttl=st.integers(1, 30 * 86400), now=st.integers(0, 2**32))
 def test_sign_verify_round_trip(key_id, key, center, case, window, staff, device, ttl, now):
-    token = qr.sign(key_id, key, center=center, case=case, window=window, staff=staff, device=device,
+    token = qrtoken.sign(key_id, key, center=center, case=case, window=window, staff=staff, device=device,
                     ttl_s=ttl, now=now)
     assert URL_SAFE.fullmatch(token)
-    c = qr.verify(token, {key_id: key}, now=now + ttl - 1)
+    c = qrtoken.verify(token, {key_id: key}, now=now + ttl - 1)
     assert (c.key_id, c.center, c.case, c.window, c.staff, c.device, c.expires) == \
         (key_id, center, case, window, staff, device, now + ttl)
     with pytest.raises(TokenError) as err:
-        qr.verify(token, {key_id: key}, now=now + ttl)
+        qrtoken.verify(token, {key_id: key}, now=now + ttl)
     assert err.value.reason == "expired"
 
 
@@ -73,10 +74,10 @@ def test_each_token_has_its_own_nonce():
 
 def test_expired_token_fails():
     token = _token(ttl_s=600)
-    assert qr.verify(token, KEYS, now=NOW + 599)
+    assert qrtoken.verify(token, KEYS, now=NOW + 599)
     for later in (NOW + 600, NOW + 601, NOW + 10**9):
         with pytest.raises(TokenError) as err:
-            qr.verify(token, KEYS, now=later)
+            qrtoken.verify(token, KEYS, now=later)
         assert err.value.reason == "expired"
 
 
@@ -92,7 +93,7 @@ def test_altering_any_single_field_fails(index):
         new = old[:pos] + ("7" if old[pos] != "7" else "8") + old[pos + 1:]
         forged = SEP.join(parts[:index] + [new] + parts[index + 1:])
         with pytest.raises(TokenError) as err:
-            qr.verify(forged, KEYS, now=NOW)
+            qrtoken.verify(forged, KEYS, now=NOW)
         assert err.value.reason == ("unknown_key" if index == 1 else "bad_signature"), (index, forged)
 
 
@@ -100,7 +101,7 @@ def test_a_later_expiry_cannot_be_forged():
     parts = _token(ttl_s=60).split(SEP)
     parts[7] = str(int(parts[7]) + 86400)
     with pytest.raises(TokenError) as err:
-        qr.verify(SEP.join(parts), KEYS, now=NOW + 120)
+        qrtoken.verify(SEP.join(parts), KEYS, now=NOW + 120)
     assert err.value.reason == "bad_signature"
 
 
@@ -108,19 +109,19 @@ def test_switching_to_another_known_key_id_fails():
     parts = _token("k1").split(SEP)
     parts[1] = "k2"
     with pytest.raises(TokenError) as err:
-        qr.verify(SEP.join(parts), KEYS, now=NOW)
+        qrtoken.verify(SEP.join(parts), KEYS, now=NOW)
     assert err.value.reason == "bad_signature"
 
 
 def test_unknown_key_id_fails():
     with pytest.raises(TokenError) as err:
-        qr.verify(_token("k1"), {"k2": OTHER_KEY}, now=NOW)
+        qrtoken.verify(_token("k1"), {"k2": OTHER_KEY}, now=NOW)
     assert err.value.reason == "unknown_key"
 
 
 def test_wrong_key_under_the_same_id_fails():
     with pytest.raises(TokenError) as err:
-        qr.verify(_token("k1"), {"k1": OTHER_KEY}, now=NOW)
+        qrtoken.verify(_token("k1"), {"k1": OTHER_KEY}, now=NOW)
     assert err.value.reason == "bad_signature"
 
 
@@ -132,7 +133,7 @@ def test_wrong_key_under_the_same_id_fails():
 ])
 def test_malformed_tokens(bad):
     with pytest.raises(TokenError) as err:
-        qr.verify(bad, KEYS, now=NOW)
+        qrtoken.verify(bad, KEYS, now=NOW)
     assert err.value.reason == "malformed"
 
 
@@ -141,7 +142,7 @@ def test_non_ascii_tag_is_malformed_not_a_crash():
     parts = _token().split(SEP)
     for tag in ("é" * 22, parts[9][:-1] + "é", "中"):
         with pytest.raises(TokenError) as err:
-            qr.verify(SEP.join(parts[:9] + [tag]), KEYS, now=NOW)
+            qrtoken.verify(SEP.join(parts[:9] + [tag]), KEYS, now=NOW)
         assert err.value.reason in ("malformed", "bad_signature")
 
 
@@ -149,7 +150,7 @@ def test_non_ascii_body_is_malformed():
     parts = _token().split(SEP)
     parts[3] = "办件1"
     with pytest.raises(TokenError) as err:
-        qr.verify(SEP.join(parts), KEYS, now=NOW)
+        qrtoken.verify(SEP.join(parts), KEYS, now=NOW)
     assert err.value.reason == "malformed"
 
 
@@ -167,18 +168,18 @@ def _mutations(token: str):
 @given(text=_mutations(_token()))
 def test_malformed_tokens_raise_only_token_error(text):
     try:
-        claims = qr.verify(text, KEYS, now=NOW)
+        claims = qrtoken.verify(text, KEYS, now=NOW)
     except TokenError as e:
         assert e.reason in ("malformed", "unknown_key", "bad_signature", "expired")
     else:
         assert text == _token_for(claims)
 
 
-def _token_for(claims: qr.Claims) -> str:
+def _token_for(claims: qrtoken.Claims) -> str:
     """Rebuild a token from its claims (the only way verify may succeed is on an unaltered token)."""
     body = SEP.join(["1", claims.key_id, claims.center, claims.case, claims.window, claims.staff, claims.device,
                      str(claims.expires), claims.nonce])
-    return f"{body}{SEP}{qr._tag(KEYS[claims.key_id], body)}"
+    return f"{body}{SEP}{qrtoken._tag(KEYS[claims.key_id], body)}"
 
 
 @pytest.mark.parametrize("field,value", [
@@ -193,7 +194,7 @@ def test_sign_refuses_fields_outside_the_token_grammar(field, value):
 def test_sign_refuses_a_bad_key_id():
     for key_id in ("k~1", "", "k" * 17):
         with pytest.raises(ValueError):
-            qr.sign(key_id, KEY, **FIELDS, ttl_s=60, now=NOW)
+            qrtoken.sign(key_id, KEY, **FIELDS, ttl_s=60, now=NOW)
 
 
 @pytest.mark.parametrize("expiry", ["+1772400600", " 1772400600", "1_772_400_600", "١٧٧٢٤٠٠٦٠٠", "0x69a1e258",
@@ -201,9 +202,9 @@ def test_sign_refuses_a_bad_key_id():
 def test_expiry_must_be_plain_decimal_digits_even_when_signed(expiry):
     """int() would read all of these; a verifier in another language would not. The grammar settles it."""
     body = SEP.join(["1", "k1", *FIELDS.values(), expiry, "AAAAAAAA"])
-    token = f"{body}{SEP}{qr._tag(KEY, body) if body.isascii() else 'A' * 22}"
+    token = f"{body}{SEP}{qrtoken._tag(KEY, body) if body.isascii() else 'A' * 22}"
     with pytest.raises(TokenError) as err:
-        qr.verify(token, KEYS, now=NOW)
+        qrtoken.verify(token, KEYS, now=NOW)
     assert err.value.reason == "malformed"
 
 
@@ -211,9 +212,9 @@ def test_expiry_must_be_plain_decimal_digits_even_when_signed(expiry):
 
 def test_rating_url_substitutes_the_token():
     token = _token()
-    assert qr.rating_url("https://hcp.example.gov.cn/r?t={token}", token) == \
+    assert qrtoken.rating_url("https://hcp.example.gov.cn/r?t={token}", token) == \
         "https://hcp.example.gov.cn/r?t=" + token
-    assert qr.rating_url("https://x.gov.cn/{token}/rate", token) == f"https://x.gov.cn/{token}/rate"
+    assert qrtoken.rating_url("https://x.gov.cn/{token}/rate", token) == f"https://x.gov.cn/{token}/rate"
 
 
 # ---- the matrix: an independent reader (ISO/IEC 18004, versions 1–9, error correction M) -------
@@ -380,7 +381,7 @@ def test_matrix_equals_qrcodes_own_and_reads_back(text):
 
 
 def test_matrix_of_a_real_rating_url_reads_back():
-    url = qr.rating_url("https://hcp.example.gov.cn/r?t={token}", _token())
+    url = qrtoken.rating_url("https://hcp.example.gov.cn/r?t={token}", _token())
     m = qr.matrix(url)
     assert len(url) <= _byte_capacity(9)
     assert len(m) == 17 + 4 * _version_for(url.encode())
@@ -406,14 +407,14 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
 def test_worked_example_in_the_protocol_doc_verifies():
     text = DOC.read_text("utf-8")
-    tokens = {t for t in re.findall(r"1~demo~[A-Za-z0-9_.:~-]+", text) if qr.TOKEN.fullmatch(t)}
+    tokens = {t for t in re.findall(r"1~demo~[A-Za-z0-9_.:~-]+", text) if qrtoken.TOKEN.fullmatch(t)}
     assert len(tokens) == 1, tokens  # one complete token; the signed text alone is shown too
     token = tokens.pop()
     parts = token.split(SEP)
     expires = int(parts[7])
-    claims = qr.verify(token, {"demo": DEMO_QR_KEY}, now=expires - 1)
+    claims = qrtoken.verify(token, {"demo": DEMO_QR_KEY}, now=expires - 1)
     assert claims.key_id == "demo"
     with pytest.raises(TokenError):
-        qr.verify(token, {"demo": DEMO_QR_KEY}, now=expires)
+        qrtoken.verify(token, {"demo": DEMO_QR_KEY}, now=expires)
     body = token.rsplit(SEP, 1)[0]
     assert body in text and parts[9] in text  # the doc shows the signed text and the tag it yields

@@ -1,6 +1,6 @@
 """The JSON Schemas as files, for other implementations: a stock validator (`jsonschema` with a
 `referencing` registry) resolves them as they are, agrees with the project's own path
-(fastjsonschema on `device.messages.schema`) on every golden vector, and every integer is bounded."""
+(fastjsonschema on `protocol.codec.schema`) on every golden vector, and every integer is bounded."""
 from __future__ import annotations
 
 import json
@@ -16,9 +16,8 @@ from hypothesis import given, settings, strategies as st
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from device import messages
-from device.messages import KINDS
-from protocol import GOLDEN_DIR, SCHEMA_DIR
+from protocol import GOLDEN_DIR, SCHEMA_DIR, codec
+from protocol.codec import KINDS
 
 MAX_INT = 2**53 - 1  # the largest integer every JSON parser (IEEE double) holds exactly
 FILES = {p.name: json.loads(p.read_text("utf-8")) for p in sorted(SCHEMA_DIR.glob("*.json"))}
@@ -50,7 +49,7 @@ def _ends_in_newline(node: Any) -> bool:
 
 def project_ok(kind: str, message: Any) -> bool:
     try:
-        messages._validator(kind)(message)
+        codec._validator(kind)(message)
     except fastjsonschema.JsonSchemaValueException:
         return False
     return True
@@ -132,8 +131,8 @@ def test_an_integer_beyond_its_bounds_is_refused_by_both(golden, path):
         node[path[-1]] = value
         assert not stock(kind).is_valid(message)
         assert not project_ok(kind, message)
-        with pytest.raises(messages.MessageError) as e:
-            messages.decode(kind, json.dumps(message))
+        with pytest.raises(codec.MessageError) as e:
+            codec.decode(kind, json.dumps(message))
         assert e.value.reason == "schema"
 
     check()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 
-from center.broker import Broker
-from center.simulator import Simulator
-from device import messages
-from tests.helpers import Center, wait_for
+from devkit.broker import Broker
+from devkit.center import Center
+from devkit.simulator import Simulator
+from devkit.waiting import wait_for
+from protocol import codec, topics
 
 
 def test_the_window_state_is_published_again_after_a_broker_restart(tmp_path):
@@ -19,7 +20,7 @@ def test_the_window_state_is_published_again_after_a_broker_restart(tmp_path):
     sim = Simulator("127.0.0.1", b.port, "C1", "W01", hold_s=600, gap_s=1)
     runner = threading.Thread(target=sim.run, args=(stop,), daemon=True)
     runner.start()
-    case_topic = messages.Topics("C1", "W01", "+").case
+    case_topic = topics.Topics("C1", "W01", "+").case
     try:
         watcher = Center(b.port)
         current = wait_for(lambda: watcher.messages_on(case_topic), what="the first case")[-1]
@@ -38,8 +39,8 @@ def test_the_window_state_is_published_again_after_a_broker_restart(tmp_path):
             retained = wait_for(lambda: fresh.messages_on(case_topic), what="retained case")
             assert [m["case"]["id"] for m in retained] == [current["case"]["id"]]
             # retained messages arrive one topic after another: wait for the other two as well
-            wait_for(lambda: fresh.messages_on(messages.Topics("C1", "W01", "+").duty), what="retained duty")
-            wait_for(lambda: fresh.messages_on(messages.Topics("C1", "W01", "+").catalog), what="retained catalog")
+            wait_for(lambda: fresh.messages_on(topics.Topics("C1", "W01", "+").duty), what="retained duty")
+            wait_for(lambda: fresh.messages_on(topics.Topics("C1", "W01", "+").catalog), what="retained catalog")
         finally:
             fresh.close()
     finally:
@@ -57,9 +58,9 @@ def test_bind_publishes_the_terminals_binding_like_provisioning(broker):
     runner = threading.Thread(target=sim.run, args=(stop,), daemon=True)
     runner.start()
     try:
-        topic = messages.Topics("C1", "W01", "t1").binding
+        topic = topics.Topics("C1", "W01", "t1").binding
         [body] = wait_for(lambda: watcher.messages_on(topic), what="binding")
-        assert messages.decode("binding", messages.encode(body))["window"] == "W01"
+        assert codec.decode("binding", codec.encode(body))["window"] == "W01"
         assert body["state"] == "active" and body["device"] == "t1"
     finally:
         stop.set()
@@ -73,8 +74,8 @@ def test_the_demo_loop_stores_unflagged_first_ratings(broker, tmp_path):
     """`make run`'s parts (ledger, simulator with --bind, terminal): a rating is first and carries no flag."""
     from center.ledger import Ledger, query
     from device.machine import LevelPressed, Phase
-    from device.model import Channel, Level
-    from tests.helpers import terminal_config, terminals
+    from devkit.terminals import terminal_config, terminals
+    from protocol.values import Channel, Level
 
     led = Ledger(tmp_path / "ledger.db", port=broker.port).start()
     stop = threading.Event()

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from center.ledger import Ledger, query
-from device import messages
 from device.machine import Phase
-from tests.helpers import start_terminal, terminal_config, wait_for
+from devkit.terminals import start_terminal, terminal_config
+from devkit.waiting import wait_for
+from protocol import topics
 from tests.test_delivery import rate_cases
 
 
@@ -155,7 +156,7 @@ def test_stray_receipts_delete_only_their_own_record(broker, center, make_termin
     t = make_terminal("t1", HCP_OUTBOX_WINDOW="1")
     wait_for(lambda: t.online, what="online")
     recs = t.outbox.due(10)
-    receipt = messages.Topics("C1", "W01", "t1").receipt
+    receipt = topics.Topics("C1", "W01", "t1").receipt
     center.publish(receipt, {"v": 1, "type": "receipt", "items": [
         {"id": "0195a7e2-3c4d-7a1b-8c2d-3e4f5a6b7c8d", "status": "stored"}]}, retain=False)  # never ours
     center.publish(receipt, {"v": 1, "type": "receipt", "items": [{"id": recs[2].id, "status": "stored"}]},

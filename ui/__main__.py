@@ -9,14 +9,19 @@ import argparse
 import importlib.util
 import logging
 import os
-import signal
 import sys
-import threading
 import time
+from typing import TYPE_CHECKING
 
 from device import config, identity
-from device.__main__ import hardware_ok, setup_logging
 from device.config import ConfigError
+from device.root import hardware_ok, serve, setup_logging
+
+if TYPE_CHECKING:  # pragma: no cover
+    from device.port import TerminalPort
+    from drivers import Attachment
+    from ui.hooks import MaintenanceHooks
+    from ui.present import PairingInfo
 
 START = time.monotonic()
 log = logging.getLogger("ui")
@@ -93,44 +98,35 @@ def hardware_hooks(hardware) -> "MaintenanceHooks":
     return hooks
 
 
-def run_kiosk(cfg: config.Config, device_id: str, pairing=None, hooks=None) -> int:
-    """Start the terminal core, run the Kivy app until it stops, stop the core."""
-    from kivy.clock import Clock
+class KioskView:
+    """The Kivy app as the composition root's view (`device.root.serve`)."""
 
-    from device.terminal import Terminal
-    from ui.app import KioskApp
-    from ui.audio import make_voice
+    def __init__(self, term: "TerminalPort", hardware: "Attachment | None", pairing: "PairingInfo | None" = None,
+                 hooks: "MaintenanceHooks | None" = None):
+        from ui.app import KioskApp
+        from ui.audio import make_voice
 
-    term = Terminal(cfg, device_id)
-    hardware = None
-    if cfg.hardware.profile:
-        import drivers
-        hardware = drivers.attach(term)  # rating keys, lights, backlight, printer (the same as python -m device)
-        if hooks is None:
+        if hardware is not None and hooks is None:
             hooks = hardware_hooks(hardware)
-    term.start()
-    core = threading.Thread(target=term.run, name="core", daemon=True)
-    core.start()
-    voice = make_voice(cfg.ui.voice, cfg.ui.language, cfg.ui.voice_player)
-    app = KioskApp(term, core, pairing=pairing, hooks=hooks, voice=voice, started_at=START)
-    if pairing is None and hasattr(term, "watch_pairing"):  # the core's enrolment drives the unpaired screen
-        from ui.present import PairingInfo
-        term.watch_pairing(lambda p: app.kiosk.set_pairing(PairingInfo.of(p)))
+        ui = term.snapshot.ui
+        self.app = KioskApp(term, pairing=pairing, hooks=hooks,
+                            voice=make_voice(ui.voice, ui.language, ui.voice_player), started_at=START)
 
-    def stop(*_):
-        Clock.schedule_once(lambda dt: app.stop(), 0)
+    def run(self) -> None:
+        try:
+            self.app.run()
+        except KeyboardInterrupt:
+            pass
+        log.info("kiosk stopped")
 
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        app.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if hardware is not None:
-            hardware.close()
-        term.stop()
-    log.info("kiosk stopped")
-    return 0
+    def stop(self) -> None:
+        from kivy.clock import Clock
+        Clock.schedule_once(lambda dt: self.app.stop(), 0)
+
+
+def run_kiosk(cfg: config.Config, device_id: str, pairing=None, hooks=None) -> int:
+    """The terminal with the kiosk as its view, until the app stops."""
+    return serve(cfg, device_id, lambda term, hardware: KioskView(term, hardware, pairing, hooks))
 
 
 if __name__ == "__main__":

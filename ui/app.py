@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from kivy.app import App
@@ -17,6 +16,7 @@ from kivy.base import ExceptionHandler, ExceptionManager
 from kivy.clock import Clock
 from kivy.core.window import Window
 
+from device.port import TerminalPort
 from ui import sdnotify
 from ui.audio import Voice
 from ui.hooks import MaintenanceHooks
@@ -49,14 +49,13 @@ class UiGuard(ExceptionHandler):
 
 
 class KioskApp(App):
-    """`KioskApp(terminal, core_thread).run()` — the terminal must already be started."""
+    """`KioskApp(terminal).run()` on the core's port (`device.port.TerminalPort`), started or not."""
 
-    def __init__(self, terminal, core_thread: threading.Thread | None = None, *,
-                 pairing: PairingInfo | None = None, hooks: MaintenanceHooks | None = None,
-                 voice: Voice | None = None, started_at: float | None = None, **kw):
+    def __init__(self, terminal: TerminalPort, *, pairing: PairingInfo | None = None,
+                 hooks: MaintenanceHooks | None = None, voice: Voice | None = None, started_at: float | None = None,
+                 **kw):
         super().__init__(**kw)
         self.terminal = terminal
-        self.core_thread = core_thread
         self.kiosk = Kiosk(terminal, pairing=pairing, hooks=hooks, voice=voice)
         self.title = self.kiosk.t("app.title")
         self.started_at = time.monotonic() if started_at is None else started_at
@@ -83,7 +82,7 @@ class KioskApp(App):
         sdnotify.notify(f"READY=1\nSTATUS=showing the {self.kiosk.shown.value} screen")
 
     def _watchdog(self, *_) -> None:
-        if self.core_thread is not None and not self.core_thread.is_alive():
+        if not self.terminal.alive:
             log.critical("the core thread has stopped: no more watchdog pings")
             return
         sdnotify.notify("WATCHDOG=1")

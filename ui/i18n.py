@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from string import Formatter
 
-from device.model import Level, Reason
+from device.model import Reason
+from protocol.values import Level
 
 LANGUAGES = ("zh", "en")
 # Symbols drawn as text by the widgets (stars on level buttons, the chosen-reason tick, PIN dots,
@@ -48,7 +49,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "case.prompt": {"zh": "请您对本次服务进行评价", "en": "Please rate this service"},
     "case.scan": {"zh": "扫码评价，可留言、上传图片", "en": "Scan to rate: add comments and photos"},
     "case.no_qr": {"zh": "请在屏幕上评价", "en": "Please rate on the screen"},
-    # levels (the Chinese names are the platform's: device.model.Level.zh)
+    # levels (the Chinese names are the platform's: protocol.values.Level.zh)
     "level.very_satisfied": {"zh": "非常满意", "en": "Very satisfied"},
     "level.satisfied": {"zh": "满意", "en": "Satisfied"},
     "level.basically_satisfied": {"zh": "基本满意", "en": "Fairly satisfied"},

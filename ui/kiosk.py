@@ -1,14 +1,15 @@
-"""The kiosk: binds one Terminal to the screens.
+"""The kiosk: binds one terminal's port (`device.port`) to the screens.
 
-- The core calls `watch` callbacks on its own thread: the newest state is handed to the Kivy thread
-  with `Clock.schedule_once` and rendered there (widgets are never touched from the core thread).
+- The core calls `watch` callbacks on its own thread with a `Snapshot`: the newest one is handed to the
+  Kivy thread with `Clock.schedule_once` and rendered there (widgets are never touched from the core
+  thread). Everything a render uses (state, window, its name, the hall and staff QR settings, counts,
+  connectivity, pairing) comes from that one snapshot: never from the core's insides, never a lock.
 - Buttons submit events (`terminal.submit`); the core decides, the kiosk shows the result.
 - A rendering failure never leaves a dead screen: the screens are rebuilt, then the idle screen,
   then a fallback that cannot fail is shown, and rendering is retried (committed ratings are safe
   in the core's outbox anyway).
-- Nothing redraws while nothing changes: the clock label changes once a minute, the status poll
-  touches widgets only when the status changed, and after a while without activity the frame
-  rate cap drops (`ui.idle_fps`).
+- Nothing redraws while nothing changes: the clock label changes once a minute, and after a while
+  without activity the frame rate cap drops (`ui.idle_fps`).
 - Kivy runs with the `free_only` clock: a state from the core arrives as a "free" clock event, which
   runs at once even while the loop sleeps; the kiosk then ends that frame's sleep so the new screen
   is drawn immediately (`wake_clock`), whatever the frame rate cap is.
@@ -31,6 +32,7 @@ from kivy.uix.floatlayout import FloatLayout
 
 from device import qr as qrmod
 from device.machine import Phase, State
+from device.port import Snapshot, TerminalPort
 from ui import netinfo, present
 from ui.audio import Silent, Voice
 from ui.hooks import ACTIONS, MaintenanceHooks
@@ -41,7 +43,6 @@ from ui.screens import PROMPTS, SCREENS, FallbackScreen
 from ui.theme import Geometry
 
 log = logging.getLogger(__name__)
-STATUS_POLL_S = 2.0
 SUBMIT_WAIT_S = 0.03  # after a touch, how long the UI thread waits for the core's answer before drawing
 
 
@@ -180,7 +181,7 @@ class Maintenance:
         """(enabled, label) of an action's button."""
         k, t = self.k, self.k.t
         label = t(ACTIONS[action])
-        if action == "re_enrol" and not k.hooks.available(action) and getattr(k.terminal, "mode", "plain") == "plain":
+        if action == "re_enrol" and not k.hooks.available(action) and k.snap.mode == "plain":
             return False, label + "\n" + t("maint.manual")
         if self.confirming == action:
             return True, t("maint.confirm", name=label)
@@ -193,34 +194,35 @@ class Maintenance:
 
     def rows(self) -> list[tuple[str, str]]:
         k = self.k
-        cfg = k.terminal.cfg
-        return present.maintenance_rows(k.t, device_id=k.device_id, window=k.window_id, host=cfg.mqtt.host,
-                                        port=cfg.mqtt.port, status=k.status, network=k.network(),
-                                        ui_errors=k.errors, problem=k.status.problem)
+        host, port = k.snap.broker
+        return present.maintenance_rows(k.t, device_id=k.device_id, window=k.window_id, host=host, port=port,
+                                        status=k.status, network=k.network(), ui_errors=k.errors,
+                                        problem=k.status.problem, firmware=k.snap.firmware)
 
 
 class Kiosk:
     """One terminal on one window: state in, screens out, touches back in as events."""
 
-    def __init__(self, terminal, *, pairing: PairingInfo | None = None, hooks: MaintenanceHooks | None = None,
+    def __init__(self, terminal: TerminalPort, *, pairing: PairingInfo | None = None,
+                 hooks: MaintenanceHooks | None = None,
                  voice: Voice | None = None, photo_dir: str | Path | None = None,
                  network: Callable[[], list[str]] = netinfo.summary):
         self.terminal = terminal
         self.device_id = terminal.device_id
-        self.pairing = pairing
+        self.snap: Snapshot = terminal.snapshot  # what is rendered: state and everything beside it, one moment
+        self.pairing = pairing  # shown instead of the core's pairing while set (demos, screenshots)
         self.hooks = hooks or MaintenanceHooks()
         self._core_hooks()
         self.voice: Voice = voice or Silent()
         self.network = network
         self.t = Translator(self.ui.language)
         self.maintenance = Maintenance(self, self.ui.maintenance_pin, self.ui.maintenance_timeout_s)
-        photo_dir = photo_dir or Path(terminal.cfg.device.data_dir) / "photos"
-        self.photos = PhotoCache(photo_dir, on_ready=lambda url: self.refresh(),
-                                 ca_file=terminal.cfg.mqtt.ca_file)
+        photo_dir = photo_dir or Path(self.snap.data_dir) / "photos"
+        self.photos = PhotoCache(photo_dir, on_ready=lambda url: self.refresh(), ca_file=self.snap.ca_file)
         self.stage = Stage()
         self.screens: dict[Screen, object] = {}
-        self.state: State = terminal.state
-        self.status: Status = Status.of(terminal)
+        self.state: State = self.snap.state
+        self.status: Status = Status.of(self.snap)
         self.shown: Screen | None = None
         self.shown_widget = None
         self.rendered_state: State | None = None
@@ -229,7 +231,7 @@ class Kiosk:
         self.active_fps = float(Config.getint("graphics", "maxfps")) or 60.0
         self.screen_since = 0.0
         self._lock = threading.Lock()
-        self._pending: State | None = None
+        self._pending: Snapshot | None = None
         self._scheduled = False
         self._answered = threading.Event()
         self._events: list = []
@@ -239,37 +241,39 @@ class Kiosk:
 
     def _core_hooks(self) -> None:
         """The maintenance actions the core itself offers (unless the caller registered its own)."""
-        term = self.terminal
-        if not self.hooks.available("requeue") and hasattr(term, "courier"):
+        if not self.hooks.available("requeue"):
             self.hooks.register("requeue", self._requeue)
-        if not self.hooks.available("re_enrol") and getattr(term, "mode", "plain") != "plain":
+        if not self.hooks.available("re_enrol") and self.snap.mode != "plain":
             self.hooks.register("re_enrol", self._re_enrol)
 
     def _requeue(self) -> str:
         """Offer the quarantined records again (after the center fixed the cause: protocol §7)."""
-        n = self.terminal.outbox.counts().quarantined
-        self.terminal.courier.requeue()
-        return self.t("maint.requeued", n=n)
+        return self.t("maint.requeued", n=self.terminal.requeue())
 
     def _re_enrol(self) -> str:
         self.terminal.re_enrol()
         return self.t("maint.re_enrolling")
 
-    # ---- what the core serves now (a pairing or a move changes it: read at every render) -----------
+    # ---- what the core serves now, as of the snapshot rendered (a pairing or a move changes it) ------
 
     @property
     def ui(self):
         """The `[ui]` settings in force (a binding brings the hall QR and the staff QR template)."""
-        return self.terminal.cfg.ui
+        return self.snap.ui
 
     @property
     def window_id(self) -> str:
-        return self.terminal.cfg.center.window
+        return self.snap.window
 
     @property
     def window_name(self) -> str:
         """The window's name from the binding ("" for a terminal configured by hand)."""
-        return getattr(self.terminal, "window_name", "") or ""
+        return self.snap.window_name
+
+    @property
+    def shown_pairing(self) -> PairingInfo | None:
+        """The pairing set on the kiosk, else the core's."""
+        return self.pairing if self.pairing is not None else PairingInfo.of(self.snap.pairing)
 
     # ---- wiring ---------------------------------------------------------------------------------
 
@@ -277,7 +281,7 @@ class Kiosk:
         """Start watching the terminal and the window (Kivy thread)."""
         self._attached = True
         Window.bind(on_touch_down=self._on_touch, size=self._on_resize)
-        self._events = [Clock.schedule_interval(self._poll_status, STATUS_POLL_S)]
+        self._events = []
         self._schedule_minute()
         self.terminal.watch(self._from_core)
         self.render()
@@ -318,14 +322,14 @@ class Kiosk:
 
     def refresh(self) -> None:
         """Re-render from any thread (e.g. a staff photo arrived)."""
-        self._from_core(self.terminal.state)
+        self._from_core(self.terminal.snapshot)
 
     # ---- core → UI -------------------------------------------------------------------------------
 
-    def _from_core(self, state: State) -> None:
-        """Core thread: keep only the newest state; one render per frame at most."""
+    def _from_core(self, snap: Snapshot) -> None:
+        """Core thread: keep only the newest snapshot; one render per frame at most."""
         with self._lock:
-            self._pending = state
+            self._pending = snap
             self._answered.set()
             if self._scheduled:
                 return
@@ -334,22 +338,15 @@ class Kiosk:
 
     def _take_pending(self, dt: float | None = None) -> None:
         with self._lock:
-            state, self._pending = self._pending, None
+            snap, self._pending = self._pending, None
             if dt is not None:
                 self._scheduled = False
-        if state is None or not self._attached:
+        if snap is None or not self._attached:
             return
-        self.state = state
-        self.status = Status.of(self.terminal)
+        self.snap, self.state, self.status = snap, snap.state, Status.of(snap)
         self.render()
         if dt is not None:
             wake_clock()
-
-    def _poll_status(self, *_) -> None:
-        status = Status.of(self.terminal)
-        if status != self.status:
-            self.status = status
-            self.render()
 
     # ---- rendering ---------------------------------------------------------------------------------
 
@@ -386,7 +383,7 @@ class Kiosk:
             self.recover(e)
 
     def _render(self, state: State) -> None:
-        name = present.screen_for(state, self.pairing, self.maintenance.screen, self.shown)
+        name = present.screen_for(state, self.shown_pairing, self.maintenance.screen, self.shown)
         widget = self.screen(name)
         entering = name != self.shown
         if entering:

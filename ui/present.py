@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, Sequence
 
-from device import __version__
 from device.machine import Phase, State
+from device.port import Snapshot
 from device.model import Reason, Staff
 from ui.i18n import SEP, Translator
 
@@ -42,7 +42,7 @@ PAIRING_STATES = {"connecting": "unpaired.connecting", "refused": "unpaired.stop
 
 @dataclass(frozen=True)
 class Status:
-    """The quiet indicator's inputs, read from the terminal (cheap; polled every few seconds)."""
+    """The quiet indicator's inputs, from the core's snapshot."""
 
     online: bool
     pending: int
@@ -53,11 +53,9 @@ class Status:
     problem: str = ""  # the core's `connection_problem` (why it is not connected), "" when none
 
     @classmethod
-    def of(cls, terminal) -> "Status":
-        c = terminal.outbox.counts()
-        return cls(bool(terminal.online), c.pending, c.quarantined, c.capacity,
-                   tuple(sorted(terminal.alarms.active())), terminal.alarms.last_error,
-                   getattr(terminal, "connection_problem", None) or "")
+    def of(cls, snap: Snapshot) -> "Status":
+        return cls(snap.online, snap.pending, snap.quarantined, snap.capacity, snap.alarms, snap.last_error,
+                   snap.problem or "")
 
 
 class Screen(str, Enum):
@@ -150,12 +148,13 @@ def pages(reasons: Sequence[Reason], per_page: int) -> list[tuple[Reason, ...]]:
 
 
 def maintenance_rows(t: Translator, *, device_id: str, window: str, host: str, port: int, status: Status,
-                     network: Iterable[str], ui_errors: int, problem: str | None = None) -> list[tuple[str, str]]:
+                     network: Iterable[str], ui_errors: int, problem: str | None = None,
+                     firmware: str = "") -> list[tuple[str, str]]:
     """(label, value) lines of the maintenance panel; `problem` is the core's `connection_problem`."""
     broker = t("maint.connected" if status.online else "maint.disconnected", host=host, port=port)
     return [
         (t("maint.device"), device_id),
-        (t("maint.firmware"), __version__),
+        (t("maint.firmware"), firmware),
         (t("maint.window"), window),
         (t("maint.broker"), broker),
         (t("maint.connection"), problem or t("maint.none")),

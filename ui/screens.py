@@ -13,7 +13,7 @@ from kivy.uix.gridlayout import GridLayout
 from kivy.uix.widget import Widget
 
 from device.machine import Back, LevelPressed, ReasonsConfirmed, ReasonToggled, State
-from device.model import LEVELS, Channel
+from protocol.values import LEVELS, Channel
 from ui import present
 from ui.hooks import ACTIONS
 from ui.i18n import DOT, TICK
@@ -120,7 +120,7 @@ class UnpairedScreen(BaseScreen):
 
     def update(self, state: State) -> None:
         super().update(state)
-        t, p = self.k.t, self.k.pairing
+        t, p = self.k.t, self.k.shown_pairing
         showing_code = p is not None and p.state == "code" and bool(p.code)
         self.ask.text = t("unpaired.ask" if showing_code or p is None else
                           present.PAIRING_STATES.get(p.state, "unpaired.ask"))

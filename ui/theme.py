@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from device.model import Level
+from protocol.values import Level
 
 MM_PER_INCH = 25.4
 MIN_TARGET_MM = 15.0      # 适老化: every touch target at least this wide and tall

@@ -21,7 +21,7 @@ from kivy.uix.image import Image
 from kivy.uix.label import Label
 from kivy.uix.widget import Widget
 
-from device.model import Level, LEVELS
+from protocol.values import LEVELS, Level
 from ui.env import FONT
 from ui.i18n import NO_STAR, STAR
 from ui.theme import PALETTE, Geometry, rgba

@@ -1,4 +1,4 @@
-# Enrolment and pairing on the keypad (docs/protocol.md §11), as device/enrolled.py does it on the Pi:
+# Enrolment and pairing on the keypad (docs/protocol.md §11), as device/pairing.py does it on the Pi:
 # an X25519 key of its own, the center-wide enrolment account to announce itself (`hello`), a pairing
 # code sealed to it (blinked on LED 1), then its own account (credentials.json) and its binding
 # (binding.json: window, or retired / unpaired / revoked). Rotated passwords are kept beside the

@@ -1,6 +1,6 @@
 # Sealed boxes for enrolment (docs/protocol.md §11) in plain MicroPython: X25519 (RFC 7748), HKDF-SHA256
 # (RFC 5869), ChaCha20-Poly1305 (RFC 8439). MicroPython has none of them built in; this is the keypad's
-# copy of device/enrolment.py's seal/unseal, held to the golden sealed boxes and to the `cryptography`
+# copy of protocol/sealed.py's seal/unseal, held to the golden sealed boxes and to the `cryptography`
 # package (tests/keypad/test_seal.py). Slow but small: one box is a few hundred bytes.
 import hashlib
 from binascii import a2b_base64, b2a_base64

@@ -116,7 +116,7 @@ def check_outbound(m):
 # ---- decoding --------------------------------------------------------------------------------------
 
 def decode(kind, payload, max_bytes=MAX_INBOUND):
-    """Parse and check one inbound message; MessageError(reason) as device.messages gives it."""
+    """Parse and check one inbound message; MessageError(reason) as protocol.codec gives it."""
     if kind not in _CHECKS:
         raise MessageError("unknown_kind", kind)
     if isinstance(payload, str):
@@ -134,7 +134,7 @@ def decode(kind, payload, max_bytes=MAX_INBOUND):
         raise MessageError("bad_json", str(e))
     if not isinstance(data, dict):
         raise MessageError("not_object")
-    if data.get("v") is True or data.get("v") != 1 or isinstance(data.get("v"), float):
+    if data.get("v") is True or data.get("v") != 1:  # 1.0 is version 1, as for JSON Schema's const
         raise MessageError("wrong_version")
     if data.get("type") != kind:
         raise MessageError("wrong_type")
@@ -264,6 +264,9 @@ def is_time(s):
 
 
 def _int(v, lo, hi):
+    # 1.0 is an integer too (JSON has one number type; JSON Schema's "integer" accepts it), as in protocol.codec
+    if isinstance(v, float) and v == v and v not in (float("inf"), float("-inf")) and v == int(v):
+        v = int(v)
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
@@ -305,9 +308,10 @@ def _check_case(m):
         _keys(a, ("token", "display"), ("token", "display"), "applicant")
         if not (_token(a["token"]) and _text(a["display"], 1, 16)):
             _fail("applicant")
-    url = m.get("rating_url")
-    if url is not None and not (_text(url, 9, 508) and url.startswith("https://") and " " not in url):
-        _fail("rating_url")
+    if "rating_url" in m:  # present means an https string: null is not "absent" (the schema refuses it too)
+        url = m["rating_url"]
+        if not (_text(url, 9, 508) and url.startswith("https://") and " " not in url):
+            _fail("rating_url")
     if "rated_channel" in m and m["rated_channel"] not in CHANNELS:
         _fail("rated_channel")
     for k in ("opened_at", "closed_at"):
@@ -472,7 +476,7 @@ def _digit(ch):
 
 def digit_view(text):
     """Digits as ASCII (full-width, Arabic-Indic, Devanagari, mathematical, Chinese numerals), invisible
-    characters dropped, separators between digits dropped. A subset of device.messages.digit_view
+    characters dropped, separators between digits dropped. A subset of protocol.codec.digit_view
     (MicroPython has no unicodedata); it covers the forms of the golden vectors."""
     chars = []
     for ch in text:

@@ -12,16 +12,15 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from device.machine import Phase, State
-from device.model import Case, Catalog, Reason, Staff
 from device.qr import DynamicQr, matrix
-from center.broker import free_port  # noqa: F401 - also used by the printer tests
-from tests.helpers import terminal_config, terminals
+from devkit import factories
+from devkit.broker import free_port  # noqa: F401 - also used by the printer tests
+from devkit.clock import FakeClock
+from devkit.terminals import terminal_config, terminals
 
 URL = "https://hcp.example.gov.cn/r?t=1~demo~C1~SH0001~W01~S0101~t1~1790000000~AbCdEfGh~0123456789abcdefABCDEF"
-STAFF = Staff("S0101", "王芳", "0101")
-CATALOG = Catalog("2026.1", tuple(Reason(c, z) for c, z in [
-    ("501", "等候时间长"), ("502", "办理时间长"), ("503", "业务不熟练"),
-    ("504", "一次告知不清"), ("505", "态度不好"), ("506", "推诿扯皮")]))
+STAFF = factories.staff()
+CATALOG = factories.catalog_model()
 
 
 def make_qr(url: str = URL, expires: int = 1790000000) -> DynamicQr:
@@ -29,24 +28,10 @@ def make_qr(url: str = URL, expires: int = 1790000000) -> DynamicQr:
 
 
 def case_state(case_id: str = "SH0001", **changes) -> State:
-    case = Case(case_id, "310115-001", "居住证办理", STAFF, "ap_0123456789abcdef", "张*")
+    case = factories.case_model(case_id)
     base = dict(phase=Phase.CASE, case=case, qr=make_qr(), staff=STAFF, window_name="一号窗口", catalog=CATALOG)
     base.update(changes)
     return State(**base)
-
-
-class FakeClock:
-    """A monotonic clock the test advances by hand."""
-
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> float:
-        self.t += dt
-        return self.t
 
 
 @pytest.fixture

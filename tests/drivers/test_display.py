@@ -9,13 +9,13 @@ from hypothesis import given, strategies as st
 from PIL import Image, ImageDraw
 
 from device.machine import Phase, State
-from device.model import Level
+from protocol.values import Level
 from drivers.display import (BLUE, GREEN, RED, FramebufferDisplay, MemoryDisplay, ScreenWorker, SmallScreen,
                              pixel565, rgb565)
+from devkit.waiting import wait_for
 from drivers.fonts import FONT_PATH
 from drivers.keys import SOFT_LABELS
 from tests.drivers.conftest import CATALOG, STAFF, case_state
-from tests.helpers import wait_for
 
 
 def fb_pixel(path, width: int, x: int, y: int) -> int:

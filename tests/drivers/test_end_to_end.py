@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from center.ledger import query
 from device.machine import Phase
+from devkit.waiting import wait_for
 from drivers import attach
-from tests.helpers import wait_for
 
 
 def press(factory, clock, pin: int) -> None:

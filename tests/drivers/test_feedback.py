@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from gpiozero import LED, RGBLED, Buzzer
 
+from devkit.waiting import wait_for
 from drivers.feedback import KeyFeedback, Status, StatusLight, terminal_status
 from drivers.keys import KeyTiming, RatingKeys
-from device.model import LEVELS
-from tests.helpers import wait_for
+from protocol.values import LEVELS
 
 
 def test_status_priority():

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from device.machine import Back, LevelPressed, Phase, ReasonsConfirmed, ReasonToggled, State
-from device.model import LEVELS, Channel, Level
 from drivers.keys import SOFT_KEYS, KeyFilter, KeyRouter, KeyTiming, RatingKeys, ReasonCursor
+from protocol.values import LEVELS, Channel, Level
 from tests.drivers.conftest import CATALOG, case_state
 
 KEYS = [lvl.value for lvl in LEVELS]

@@ -15,9 +15,9 @@ from PIL import ImageDraw
 from drivers.fonts import FONT_PATH
 from drivers.printer import (FAILED_MESSAGE, PrinterStatus, SlipInfo, SlipPrinter, decode_lp_status,
                              decode_status, open_printer, render_slip, send_image, slip_from_state)
+from devkit.waiting import wait_for
 from drivers.profile import PrinterProfile
 from tests.drivers.conftest import case_state, make_qr
-from tests.helpers import wait_for
 
 GS_V0 = b"\x1dv0"
 

@@ -8,12 +8,12 @@ import sys
 import tomllib
 
 from device.machine import DutyChanged, Phase
+from devkit.waiting import wait_for
 from drivers import attach, selftest
 from drivers.profile import PROFILES_DIR, parse_profile
 from drivers.rig import Rig
 from drivers.selftest import SimOperator, UnattendedOperator
 from tests.drivers.conftest import STAFF
-from tests.helpers import wait_for
 
 
 def names(report) -> list[str]:

@@ -6,7 +6,8 @@ import json
 import random
 
 from device import machine as dm
-from device.model import Case, Catalog, Channel, Level, Reason, Staff
+from device.model import Case, Catalog, Reason, Staff
+from protocol.values import Channel, Level
 from tests.keypad.mpy import run
 
 CASES = ["A1", "A2", "A3", "B7"]

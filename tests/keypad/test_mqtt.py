@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from center.broker import Broker
 from center.ledger import Ledger, query
-from center.simulator import STAFF
-from device import messages
-from tests.helpers import Center, wait_for
+from devkit.broker import Broker
+from devkit.center import Center
+from devkit.factories import STAFF
+from devkit.waiting import wait_for
+from protocol import codec
 from tests.keypad.mpy import on_cpython
 
 on_cpython()
@@ -112,7 +113,7 @@ def test_a_key_press_is_stored_receipted_and_deleted(broker, ledger, center, box
     assert {kind for kind, _ in mine} >= {"rating", "status"}
     for kind, payload in mine:
         if kind in ("rating", "event", "status"):
-            messages.decode(kind, payload)
+            codec.decode(kind, payload)
 
 
 def test_broker_down_buffers_on_flash_and_delivers_each_rating_once(tmp_path, boxes):
@@ -165,7 +166,7 @@ def test_a_publish_refused_under_3_1_1_raises_no_receipt_after_n_offers_and_dele
             wait_for(lambda: "no_receipt" in box.app.alarms, what="no_receipt after 3 offers")
             assert len(box.app.ring) == 1 and box.app.ring.ids(True) == [], "kept, not quarantined, not deleted"
             assert query(led.db_path, "SELECT count(*) FROM ratings") == [(0,)]
-            alarms = [messages.decode("event", messages.encode(m))
+            alarms = [codec.decode("event", codec.encode(m))
                       for m in c.messages_on("hcp/v1/C1/device/kp-denied/event") if m.get("event") == "alarm"]
             assert [m["alarm"] for m in alarms] == ["no_receipt"]
             c.close()
@@ -176,7 +177,7 @@ def test_a_publish_refused_under_3_1_1_raises_no_receipt_after_n_offers_and_dele
 def test_a_keypad_and_a_pi_terminal_are_alike_at_the_ledger(broker, ledger, make_terminal, boxes):
     """Same topics, same messages, same receipts: the ledger cannot tell them apart but by device id."""
     from device.machine import LevelPressed
-    from device.model import Channel, Level
+    from protocol.values import Channel, Level
     pi = make_terminal("pi-1")
     box = boxes(broker.port, device="kp-2", window="W02")
     c1, c2 = Center(broker.port, window="W01"), Center(broker.port, window="W02")
@@ -213,7 +214,7 @@ def test_bad_settings_are_refused_with_every_problem_named():
 
 def test_tls_with_the_centers_ca_and_a_clear_refusal_with_another(tmp_path, boxes):
     """A center broker takes terminals over TLS only: the keypad verifies the broker against `mqtt.ca`."""
-    from center.broker import free_port
+    from devkit.broker import free_port
     from provisioning import certs
     ca = certs.make_ca(tmp_path / "ca", "Test center CA")
     server = certs.issue(ca, tmp_path / "ca", "center", hosts=("127.0.0.1", "localhost"))

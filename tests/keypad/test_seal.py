@@ -1,12 +1,12 @@
 """The keypad's sealed boxes (keypad/fw/seal.py): the golden boxes open under real MicroPython, and boxes
-made by device.enrolment (the `cryptography` package) open with it and the other way round."""
+made by protocol.sealed (the `cryptography` package) open with it and the other way round."""
 from __future__ import annotations
 
 import json
 
 from hypothesis import given, settings, strategies as st
 
-from device import enrolment
+from protocol import sealed
 from tests.keypad.mpy import ROOT, on_cpython, run
 
 VALID = ROOT / "protocol" / "golden" / "valid"
@@ -53,19 +53,19 @@ def test_boxes_interoperate_with_the_terminals_implementation(private, plaintext
     import seal
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     key = X25519PrivateKey.from_private_bytes(private)
-    pub = enrolment.public_bytes(key)
+    pub = sealed.public_bytes(key)
     assert seal.public_key(private) == pub
-    assert seal.unseal(private, enrolment.seal(pub, plaintext, context), context) == plaintext
+    assert seal.unseal(private, sealed.seal(pub, plaintext, context), context) == plaintext
     mine = seal.seal(pub, plaintext, context, eph, nonce)
-    assert enrolment.unseal(key, mine, context) == plaintext
+    assert sealed.unseal(key, mine, context) == plaintext
     tampered = mine[:-3] + ("A" if mine[-3] != "A" else "B") + mine[-2:]
     try:
         seal.unseal(private, tampered, context)
         opened = True
     except seal.SealError:
         opened = False
-    assert not opened or enrolment.unseal(key, tampered, context) == plaintext
-    assert seal.key_id(pub) == enrolment.key_id(pub)
+    assert not opened or sealed.unseal(key, tampered, context) == plaintext
+    assert seal.key_id(pub) == sealed.key_id(pub)
 
 
 def test_x25519_rfc7748_vector():

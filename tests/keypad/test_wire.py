@@ -1,5 +1,5 @@
 """The keypad's protocol code: golden vectors under real MicroPython, records checked by the reference
-decoder (device.messages), and its decoder held to the reference on mutated messages (hypothesis)."""
+decoder (protocol.codec), and its decoder held to the reference on mutated messages (hypothesis)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from device import messages
+from protocol import codec
 from tests.keypad.mpy import ROOT, on_cpython, run
 
 GOLDEN = ROOT / "protocol" / "golden"
@@ -66,8 +66,8 @@ for m in (wire.rating(bad, o, "0195a7e2-41f0-7d22-9a10-5b6c7d8e9f01", 4128, "202
     print("@" + json.dumps(wire.encode(m).decode()))
 """, tmp_path)
     for text, golden in zip(out, ("rating-case-bad.json", "rating-staff.json")):
-        assert messages.decode("rating", text.encode()) == json.loads((GOLDEN / "valid" / golden).read_text("utf-8"))
-        assert text.encode() == messages.encode(json.loads(text)), "compact, UTF-8"
+        assert codec.decode("rating", text.encode()) == json.loads((GOLDEN / "valid" / golden).read_text("utf-8"))
+        assert text.encode() == codec.encode(json.loads(text)), "compact, UTF-8"
 
 
 def _mutations():
@@ -114,9 +114,9 @@ def test_the_keypad_decoder_agrees_with_the_reference_on_mutated_messages(m):
         parent.append(value)
     payload = json.dumps(msg, ensure_ascii=False).encode()
     try:
-        messages.decode(kind, payload)
+        codec.decode(kind, payload)
         want = None
-    except messages.MessageError as e:
+    except codec.MessageError as e:
         want = e.reason
     try:
         wire.decode(kind, payload)

@@ -9,11 +9,12 @@ import pytest
 
 from center.ledger import Ledger
 from device.terminal import Terminal
+from devkit.terminals import terminal_config, terminals
+from devkit.waiting import wait_for
 from provisioning import brokerconf
 from provisioning import config as center_config
 from provisioning.registry import Registry
 from provisioning.service import Provisioner
-from tests.helpers import terminal_config, terminals, wait_for
 from tests.provisioning.helpers import CENTER, Client, Mosquitto, center_broker, make_pki, write_center_file
 
 
@@ -33,11 +34,11 @@ class CenterSite:
 
     @property
     def tls_port(self) -> int:
-        return self.cfg.broker_port
+        return self.cfg.broker.port
 
     @property
     def local_port(self) -> int:
-        return self.cfg.local_port
+        return self.cfg.broker.local_port
 
     def password(self, account: str) -> str:
         return brokerconf.account_password(self.cfg, account)
@@ -55,7 +56,7 @@ def start_site(root: Path, pki: dict, **center_kw) -> CenterSite:
     cfg = center_config.load(write_center_file(root, pki, **center_kw))
     broker = center_broker(cfg, root).start()
     reg = Registry(root / "registry.db")
-    prov = Provisioner(cfg, reg, port=cfg.local_port, password=brokerconf.account_password(cfg, "provisioning")).start()
+    prov = Provisioner(cfg, reg, port=cfg.broker.local_port, password=brokerconf.account_password(cfg, "provisioning")).start()
     return CenterSite(root, cfg, broker, reg, prov, pki)
 
 

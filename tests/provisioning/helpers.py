@@ -14,23 +14,24 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from center.broker import Mosquitto, free_port
-from device.link import no_delay
-from provisioning import brokerconf, certs
-from provisioning import config as center_config
-from tests.helpers import wait_for
+from devkit import factories
+from devkit.broker import Mosquitto, free_port
+from devkit.waiting import wait_for
+from protocol.transport import no_delay
+from provisioning import brokerconf, certs, config as center_config
 
 CENTER = "C1"
-WINDOWS = """
+W01_STAFF = ", ".join(f'{{id = "{s["id"]}", name = "{s["name"]}", number = "{s["number"]}"}}' for s in factories.STAFF)
+WINDOWS = f"""
 [[window]]
 id = "W01"
 name = "W01 综合受理"
-staff = [{id = "S0101", name = "王芳", number = "0101"}, {id = "S0102", name = "李强", number = "0102"}]
+staff = [{W01_STAFF}]
 
 [[window]]
 id = "W02"
 name = "W02 社保"
-staff = [{id = "S0201", name = "赵敏", number = "0201"}]
+staff = [{{id = "S0201", name = "赵敏", number = "0201"}}]
 
 [[window]]
 id = "W03"
@@ -97,7 +98,7 @@ code_ttl_s = 600
 
 def center_broker(cfg: center_config.CenterConfig, root: Path) -> Mosquitto:
     brokerconf.generate(cfg, root / "generated", user=getpass.getuser())
-    return Mosquitto(root / "generated" / "mosquitto.conf", (cfg.broker_port, cfg.local_port), root / "mosquitto.out")
+    return Mosquitto(root / "generated" / "mosquitto.conf", (cfg.broker.port, cfg.broker.local_port), root / "mosquitto.out")
 
 
 def city_broker(root: Path, port: int, pki: dict) -> Mosquitto:

@@ -7,9 +7,9 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from device import enrolment, messages
+from devkit.waiting import wait_for
+from protocol import builders, codec, sealed
 from provisioning.service import FAILED_CODES_PER_USER, Refused
-from tests.helpers import wait_for
 from tests.provisioning.conftest import code_of, paired_idle
 from tests.provisioning.helpers import CENTER, Client
 from tests.provisioning.test_lifecycle import case
@@ -34,7 +34,7 @@ def test_no_anonymous_access_on_either_listener(site):
 
 def test_enrolment_account_can_only_announce(site):
     e = site.client("enrolment", site.password("enrolment"))
-    hello = enrolment.hello(CENTER, "x1", X25519PrivateKey.generate(), "m", "1")
+    hello = builders.hello(CENTER, "x1", X25519PrivateKey.generate(), "m", "1")
     assert e.publish(f"{P}/enrol/x1/hello", hello) < 0x80
     for topic in (f"{P}/device/x1/rating", f"{P}/device/x1/status", f"{P}/device/x1/event",
                   f"{P}/enrol/x1/abc/answer", f"{P}/window/W01/case", f"{P}/catalog", f"{P}/device/x1/binding",
@@ -55,10 +55,10 @@ def test_answers_are_readable_by_any_enrolment_client_but_open_only_with_the_ter
     assert len(boxes) == 1
     topic, payload = boxes[0]
     assert code.encode() not in payload
-    with pytest.raises(messages.MessageError) as err:
-        enrolment.open_grant(X25519PrivateKey.generate(), topic, payload, CENTER, "t1")
+    with pytest.raises(codec.MessageError) as err:
+        sealed.open_grant(X25519PrivateKey.generate(), topic, payload, CENTER, "t1")
     assert err.value.reason == "unsealable"
-    assert enrolment.open_grant(t._key, topic, payload, CENTER, "t1")["code"] == code
+    assert sealed.open_grant(t.account.key, topic, payload, CENTER, "t1")["code"] == code
     spy.close()
 
 
@@ -66,19 +66,19 @@ def test_an_impostor_announcing_the_same_device_id_gets_its_own_code_and_never_t
     t = enrol("t1")
     real_code = code_of(t)
     key = X25519PrivateKey.generate()
-    kid = enrolment.key_id(enrolment.public_bytes(key))
+    kid = sealed.key_id(sealed.public_bytes(key))
     imp = site.client("enrolment", site.password("enrolment"))
     assert imp.subscribe(f"{P}/enrol/t1/{kid}/answer") < 0x80
-    imp.publish(f"{P}/enrol/t1/hello", enrolment.hello(CENTER, "t1", key, "fake", "9"))
+    imp.publish(f"{P}/enrol/t1/hello", builders.hello(CENTER, "t1", key, "fake", "9"))
     box = wait_for(lambda: [p for _, p in imp.messages("/answer") if p], 20, "impostor's code")[0]
-    imp_code = enrolment.open_grant(key, f"{P}/enrol/t1/{kid}/answer", box, CENTER, "t1")["code"]
+    imp_code = sealed.open_grant(key, f"{P}/enrol/t1/{kid}/answer", box, CENTER, "t1")["code"]
     assert imp_code != real_code
     site.prov.pair(real_code, "W01", "tester")      # staff read the code off the real terminal
     paired_idle(t, "W01")
     wait_for(lambda: imp.messages("/answer")[-1][1] == b"", 20, "impostor's answer withdrawn")
     for _, p in imp.messages("/answer"):
         if p:
-            assert enrolment.open_grant(key, f"{P}/enrol/t1/{kid}/answer", p, CENTER, "t1")["grant"] == "code"
+            assert sealed.open_grant(key, f"{P}/enrol/t1/{kid}/answer", p, CENTER, "t1")["grant"] == "code"
     with pytest.raises(Refused):
         site.prov.pair(imp_code, "W02", "tester")  # its code died with the pairing of that device id
     imp.close()

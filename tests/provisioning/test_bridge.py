@@ -7,10 +7,10 @@ import secrets
 
 import pytest
 
-from center.broker import free_port
 from device import ids
+from devkit.broker import free_port
+from devkit.waiting import wait_for
 from provisioning import acl
-from tests.helpers import wait_for
 from tests.provisioning.conftest import code_of, paired_idle, start_site, stop_site
 from tests.provisioning.helpers import CENTER, Client, city_broker
 from tests.provisioning.test_lifecycle import case, rate_open_case

@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from center.broker import free_port
+from devkit.broker import NATS, NatsServer
+from devkit.waiting import wait_for
 from provisioning import brokerconf
 from provisioning import config as center_config
 from provisioning.registry import Registry
 from provisioning.service import Provisioner
-from tests.helpers import wait_for
 from tests.provisioning.conftest import CenterSite, stop_site
 from tests.provisioning.helpers import CENTER, center_broker, write_center_file
 from tests.provisioning.test_bridge import device_account, publish_all, ratings
-from tests.test_interop import NATS, Center311, NatsServer
+from tests.test_interop import Center311
 
 
 def center_file_311(root, pki, city_port: int):
@@ -48,7 +48,7 @@ def test_ratings_cross_a_3_1_1_bridge_to_nats(tmp_path, pki):
     cfg = center_config.load(center_file_311(root, pki, city.mqtt_port))
     broker = center_broker(cfg, root).start()
     reg = Registry(root / "registry.db")
-    prov = Provisioner(cfg, reg, port=cfg.local_port, password=brokerconf.account_password(cfg, "provisioning")).start()
+    prov = Provisioner(cfg, reg, port=cfg.broker.local_port, password=brokerconf.account_password(cfg, "provisioning")).start()
     site = CenterSite(root, cfg, broker, reg, prov, pki)
     reader = None
     try:

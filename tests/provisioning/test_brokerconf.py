@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from device import config as terminal_config_mod
+from devkit.waiting import wait_for
 from provisioning import brokerconf
 from provisioning import config as center_config
-from tests.helpers import wait_for
 from tests.provisioning.conftest import code_of, paired_idle
 from tests.provisioning.helpers import write_center_file
 
@@ -32,7 +32,7 @@ def test_center_file_problems_are_all_reported_at_once(tmp_path):
 
 def test_example_center_file_is_valid():
     cfg = center_config.load(ROOT / "center" / "broker" / "center.example.toml")
-    assert cfg.center == "pudong" and len(cfg.windows) >= 2 and cfg.bridge["enabled"]
+    assert cfg.center.id == "pudong" and len(cfg.windows) >= 2 and cfg.bridge.enabled
 
 
 def test_generated_configuration(tmp_path, pki):
@@ -41,29 +41,29 @@ def test_generated_configuration(tmp_path, pki):
     conf = (tmp_path / "out" / "mosquitto.conf").read_text()
     lines = set(conf.splitlines())
     assert {"allow_anonymous false", "per_listener_settings false", "persistence true", "autosave_on_changes false",
-            f"listener {cfg.broker_port} 127.0.0.1", f"cafile {cfg.cafile}", "tls_version tlsv1.2",
+            f"listener {cfg.broker.port} 127.0.0.1", f"cafile {cfg.broker.cafile}", "tls_version tlsv1.2",
             "user mosquitto", "max_queued_messages 350000", "max_queued_bytes 0",  # 20,000/day × 7 × 2 × 1.25
             "cleansession false", "local_cleansession false", "bridge_protocol_version mqttv50",
             "restart_timeout 1 2", "bridge_insecure false", f"bridge_cafile {pki['city_ca'].cert}"} <= lines
     assert any(x.startswith("plugin /") and x.endswith("mosquitto_dynamic_security.so") for x in lines)
-    db = json.loads(cfg.dynsec_file.read_text())
+    db = json.loads(cfg.broker.dynsec_file.read_text())
     assert db["defaultACLAccess"] == {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
                                       "unsubscribe": True}
     assert {c["username"] for c in db["clients"]} == {"provisioning", "ledger", "centersys", "enrolment"}
     assert all(brokerconf.account_password(cfg, c["username"]) not in json.dumps(db) for c in db["clients"])
-    for f in [cfg.dynsec_file, *written, *(cfg.secret_file(a) for a in brokerconf.ACCOUNTS)]:
+    for f in [cfg.broker.dynsec_file, *written, *(cfg.secret_file(a) for a in brokerconf.ACCOUNTS)]:
         assert f.stat().st_mode & 0o077 == 0, f  # secrets: owner only
     # Generating again keeps the broker's live account database (device accounts live there).
-    cfg.dynsec_file.write_text(json.dumps({**db, "clients": db["clients"] + [{"username": "rpi-1"}]}))
+    cfg.broker.dynsec_file.write_text(json.dumps({**db, "clients": db["clients"] + [{"username": "rpi-1"}]}))
     brokerconf.generate(cfg, tmp_path / "out", user="mosquitto")
-    assert "rpi-1" in cfg.dynsec_file.read_text()
+    assert "rpi-1" in cfg.broker.dynsec_file.read_text()
 
 
 def test_enrolment_file_is_a_terminal_configuration_layer(tmp_path, pki):
     cfg = center_config.load(write_center_file(tmp_path, pki))
     brokerconf.generate(cfg, tmp_path / "out")
     tcfg = terminal_config_mod.load([tmp_path / "out" / "enrolment.toml"], env={})
-    assert tcfg.center.id == "C1" and tcfg.mqtt.tls and tcfg.mqtt.port == cfg.broker_port
+    assert tcfg.center.id == "C1" and tcfg.mqtt.tls and tcfg.mqtt.port == cfg.broker.port
     assert tcfg.mqtt.ca_pem.startswith("-----BEGIN CERTIFICATE-----")
     assert tcfg.enrolment.username == "enrolment" and tcfg.enrolment.password == brokerconf.account_password(cfg, "enrolment")
     assert tcfg.enrolment.console_url == "http://127.0.0.1/pair"
@@ -97,9 +97,9 @@ def test_cli_pairs_lists_and_audits_like_the_console(site, enrol):
 
 
 def test_a_multi_line_extra_starts_a_working_dev_broker(tmp_path):
-    """center.broker.Broker fills dev.conf: only its placeholders, and the extra text only where it belongs
-    (it used to land in the header comment too, where its last line broke the configuration)."""
-    from center.broker import Broker
+    """devkit.broker.Broker fills devkit/mosquitto.conf: only its placeholders, and the extra text only where it
+    belongs (it used to land in the header comment too, where its last line broke the configuration)."""
+    from devkit.broker import Broker
     from tests.provisioning.helpers import Client
     extra = "# extra lines from a test, with {braces}\nmax_keepalive 300\nlog_type information"
     with Broker(extra=extra, workdir=str(tmp_path)) as b:
@@ -113,7 +113,7 @@ def test_a_multi_line_extra_starts_a_working_dev_broker(tmp_path):
 
 
 def test_fill_substitutes_only_named_placeholders_and_refuses_lines_in_a_comment():
-    from center.broker import fill
+    from provisioning.brokerconf import fill
     text = "# from {source}; not a placeholder: {other} {0} {}\nlistener {port}\n{extra}\n"
     assert fill(text, source="c.toml", port=1883, extra="a {port}\nb") == \
         "# from c.toml; not a placeholder: {other} {0} {}\nlistener 1883\na {port}\nb\n"

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from device.machine import Phase
-from tests.helpers import wait_for
+from devkit.waiting import wait_for
 from tests.provisioning.conftest import STAFF_PASSWORD, STAFF_USER, code_of, paired_idle
 from tests.screenshots import screens_dir
 

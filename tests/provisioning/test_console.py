@@ -6,7 +6,7 @@ import re
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
-from tests.helpers import wait_for
+from devkit.waiting import wait_for
 from tests.provisioning.conftest import STAFF_PASSWORD, STAFF_USER, code_of, paired_idle
 
 

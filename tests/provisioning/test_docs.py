@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from device.messages import KINDS
+from protocol.codec import KINDS
 from provisioning import acl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def test_provisioning_readme_gives_the_ledgers_real_options_and_every_service_ac
     text = (ROOT / "provisioning" / "README.md").read_text("utf-8")
     helptext = subprocess.run([sys.executable, "-m", "center.ledger", "--help"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout
-    for option in ("--username", "--password-file"):
+    for option in ("--center-file", "--username", "--password-file"):
         assert option in helptext and option in text, option
     assert "no password option" not in text
     for account in acl.SERVICE_ROLES:

@@ -10,21 +10,21 @@ import re
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from device import enrolment, messages
-from tests.helpers import wait_for
+from devkit.waiting import wait_for
+from protocol import builders, codec, sealed
 from tests.provisioning.conftest import code_of, paired_idle
 from tests.provisioning.helpers import CENTER
 
 P = f"hcp/v1/{CENTER}"
-_GOOD = enrolment.b64(enrolment.public_bytes(X25519PrivateKey.generate()))
+_GOOD = sealed.b64(sealed.public_bytes(X25519PrivateKey.generate()))
 BAD_KEYS = {  # device id → (announced key, the reason the service counts)
-    "zero": (enrolment.b64(bytes(32)), "bad_key"),                    # all-zero point
-    "one": (enrolment.b64(b"\x01" + bytes(31)), "bad_key"),           # order-4 point
-    "order8": (enrolment.b64(bytes.fromhex(                            # a point of order 8
+    "zero": (sealed.b64(bytes(32)), "bad_key"),                    # all-zero point
+    "one": (sealed.b64(b"\x01" + bytes(31)), "bad_key"),           # order-4 point
+    "order8": (sealed.b64(bytes.fromhex(                            # a point of order 8
         "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")), "bad_key"),
     "noncanon": (_GOOD[:-1] + ("B" if _GOOD[-1] in "AEIMQUYcgkosw048" else "A"), "bad_key"),  # stray low bits
-    "short": (enrolment.b64(bytes(31)), "schema"),                    # 31 bytes: 42 characters
-    "long": (enrolment.b64(bytes(33)), "schema"),                     # 33 bytes: 44 characters
+    "short": (sealed.b64(bytes(31)), "schema"),                    # 31 bytes: 42 characters
+    "long": (sealed.b64(bytes(33)), "schema"),                     # 33 bytes: 44 characters
     "notb64": ("!" * 43, "schema"),
 }
 
@@ -42,9 +42,9 @@ def test_a_hello_with_an_unusable_key_is_refused_cleanly_logged_once_and_counted
         for device, (key, _reason) in BAD_KEYS.items():
             assert spy.publish(f"{P}/enrol/{device}/hello", raw_hello(device, key)) < 0x80
     good = X25519PrivateKey.generate()
-    spy.publish(f"{P}/enrol/ok1/hello", enrolment.hello(CENTER, "ok1", good, "m", "1"))
+    spy.publish(f"{P}/enrol/ok1/hello", builders.hello(CENTER, "ok1", good, "m", "1"))
     # The service handles announcements in order: once ok1 has its code, every bad one was handled.
-    ann = wait_for(lambda: site.reg.announcement("ok1", enrolment.b64(enrolment.public_bytes(good))), 20,
+    ann = wait_for(lambda: site.reg.announcement("ok1", sealed.b64(sealed.public_bytes(good))), 20,
                    "the good announcement answered")
     assert re.fullmatch(r"[0-9]{6}", ann.code)
 
@@ -72,9 +72,9 @@ def test_paired_client_ids_are_unguessable_and_outside_the_enrolment_namespace(s
         cid = json.loads((t.data_dir / "credentials.json").read_text())["client_id"]
         m = re.fullmatch(rf"{name}-([A-Za-z0-9_-]{{22}})", cid)
         assert m, cid
-        assert len(enrolment.unb64(m.group(1))) == 16          # 128 random bits
+        assert len(sealed.unb64(m.group(1))) == 16          # 128 random bits
         assert not cid.startswith("enrol-")
-        assert messages.validate({"v": 1, "type": "grant", "grant": "credentials", "center": CENTER, "device": name,
+        assert codec.validate({"v": 1, "type": "grant", "grant": "credentials", "center": CENTER, "device": name,
                                   "username": name, "password": "p" * 32, "client_id": cid, "cred": 1})
         ids.append(cid)
     assert ids[0].split("-")[-1] != ids[1].split("-")[-1]

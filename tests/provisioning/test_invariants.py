@@ -10,10 +10,10 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from device import enrolment
 from device.machine import Phase
+from devkit.waiting import wait_for
+from protocol import sealed
 from provisioning import acl
-from tests.helpers import wait_for
 from tests.provisioning.conftest import code_of, paired_idle
 from tests.provisioning.helpers import CENTER
 from tests.provisioning.test_console import Http
@@ -56,7 +56,7 @@ def test_after_a_move_the_broker_refuses_the_old_windows_case_and_duty_to_the_te
 
 def announce(site, device: str) -> str:
     """A terminal's announcement (real broker, real service); returns the pairing code it was given."""
-    key = enrolment.b64(enrolment.public_bytes(X25519PrivateKey.generate()))
+    key = sealed.b64(sealed.public_bytes(X25519PrivateKey.generate()))
     e = site.client("enrolment", site.password("enrolment"))
     e.publish(f"{P}/enrol/{device}/hello",
               json.dumps({"v": 1, "type": "hello", "center": CENTER, "device": device, "key": key}).encode())

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from center.ledger import Ledger, LedgerError, query
-from device import messages
-from tests.helpers import wait_for
+from devkit.waiting import wait_for
+from protocol import codec, topics
 from tests.provisioning.helpers import CENTER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,8 +38,8 @@ def test_the_ledger_role_reads_bindings_and_cases(site, center_ledger):
     prov = site.service("provisioning")
     cs = site.service("centersys")
     try:
-        assert prov.publish(f"{messages.PREFIX}/{CENTER}/device/t9/binding", messages.encode(binding), retain=True) == 0
-        assert cs.publish(f"{messages.PREFIX}/{CENTER}/window/W07/case", messages.encode(case), retain=True) == 0
+        assert prov.publish(f"{topics.PREFIX}/{CENTER}/device/t9/binding", codec.encode(binding), retain=True) == 0
+        assert cs.publish(f"{topics.PREFIX}/{CENTER}/window/W07/case", codec.encode(case), retain=True) == 0
         db = center_ledger.db_path
         wait_for(lambda: query(db, "SELECT window FROM bindings WHERE device='t9'") == [("W07",)], what="binding")
         wait_for(lambda: query(db, "SELECT window FROM cases WHERE case_id='SH9'") == [("W07",)], what="case")

@@ -8,28 +8,32 @@ import stat
 import threading
 
 from center.ledger import Ledger, query
-from center.simulator import CATALOG
-from device import ids, messages
 from device.machine import LevelPressed, Phase
-from device.model import Channel, Level
-from tests.helpers import wait_for
+from devkit import factories
+from devkit.factories import CATALOG
+from devkit.waiting import wait_for
+from protocol import codec
+from protocol.values import Channel, Level
 from tests.provisioning.conftest import code_of, paired_idle
 from tests.provisioning.helpers import CENTER
 
-STAFF = {"id": "S0101", "name": "王芳", "number": "0101"}
+STAFF = factories.STAFF[0]
 
 
 def case(window: str, case_id: str, state: str = "open") -> bytes:
-    return messages.encode({"v": 1, "type": "case", "center": CENTER, "window": window, "state": state,
-                            "case": {"id": case_id, "item_code": "310115-001", "item_name": "居住证办理"},
-                            "staff": STAFF, "applicant": {"token": "ap_0123456789abcdef", "display": "张*"},
-                            "opened_at": ids.wall_time()})  # now: older cases are refused (case.max_age_h)
+    return codec.encode(factories.case(CENTER, window, case_id, state))
 
 
 def seen_cases(term) -> list[str]:
     """Every case id the terminal's screen has shown, in order (recorded by a view)."""
     seen: list[str] = []
-    term.watch(lambda s: seen.append(s.case.id) if s.case is not None and (not seen or seen[-1] != s.case.id) else None)
+
+    def shown(snap) -> None:
+        case = snap.state.case
+        if case is not None and (not seen or seen[-1] != case.id):
+            seen.append(case.id)
+
+    term.watch(shown)
     return seen
 
 
@@ -42,7 +46,7 @@ def rate_open_case(term, case_id: str) -> None:
 def test_pairing_gives_the_terminal_its_own_account_binding_and_catalog(site, enrol, caplog):
     caplog.set_level(logging.DEBUG)
     sys_ = site.service("centersys")
-    sys_.publish(f"hcp/v1/{CENTER}/catalog", messages.encode({**CATALOG, "center": CENTER}), retain=True)
+    sys_.publish(f"hcp/v1/{CENTER}/catalog", codec.encode({**CATALOG, "center": CENTER}), retain=True)
     t = enrol("t1")
     assert t.mode == "enrolling" and not (t.data_dir / "credentials.json").exists()
     code = code_of(t)
@@ -58,7 +62,7 @@ def test_pairing_gives_the_terminal_its_own_account_binding_and_catalog(site, en
     assert t.cfg.ui.hall_qr_url.startswith("https://") and t.cfg.qr.key_id == "t1"
     assert t._qr_key == site.cfg.qr_key()  # the QR signing key, unsealed
     wait_for(lambda: t.state.catalog is not None, 10, "catalog from the center")
-    sys_.publish(f"hcp/v1/{CENTER}/window/W01/duty", messages.encode(
+    sys_.publish(f"hcp/v1/{CENTER}/window/W01/duty", codec.encode(
         {"v": 1, "type": "duty", "center": CENTER, "window": "W01", "staff": STAFF}), retain=True)
     wait_for(lambda: t.state.staff is not None and t.state.phase == Phase.IDLE, 10, "idle with staff on duty")
     # The credentials answer was retained only until the terminal came online with its own account.

@@ -10,15 +10,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from device import enrolment, messages
-from device.enrolment import Credentials, SealError
-from protocol import GOLDEN_DIR
+from device import enrolment
+from device.enrolment import Credentials
+from devkit.terminals import terminal_config
+from protocol import GOLDEN_DIR, codec, sealed, topics
+from protocol.sealed import SealError
 from provisioning.service import normalise_code
-from tests.helpers import terminal_config
 
 GOLDEN_KEY = X25519PrivateKey.from_private_bytes(hashlib.sha256(b"hcp golden device key").digest())
 DEV, CENTER = "rpi-1000000a3f9c2b7e", "pudong"
-T = messages.Topics(CENTER, "W01", DEV)
+T = topics.Topics(CENTER, "W01", DEV)
 
 
 def _golden(name: str) -> bytes:
@@ -27,49 +28,49 @@ def _golden(name: str) -> bytes:
 
 def test_golden_sealed_boxes_open_to_the_golden_grants():
     """The worked example of docs/protocol.md §11: anyone can check an implementation against it."""
-    kid = enrolment.key_id(enrolment.public_bytes(GOLDEN_KEY))
+    kid = sealed.key_id(sealed.public_bytes(GOLDEN_KEY))
     assert kid == "9doSSrtjpHbOQ1Mp"
-    assert json.loads(_golden("hello-full.json"))["key"] == enrolment.b64(enrolment.public_bytes(GOLDEN_KEY))
-    code = enrolment.open_grant(GOLDEN_KEY, T.answer(kid), _golden("sealed-code.json"), CENTER, DEV)
+    assert json.loads(_golden("hello-full.json"))["key"] == sealed.b64(sealed.public_bytes(GOLDEN_KEY))
+    code = sealed.open_grant(GOLDEN_KEY, T.answer(kid), _golden("sealed-code.json"), CENTER, DEV)
     assert code == json.loads(_golden("grant-code.json"))
-    rot = enrolment.open_grant(GOLDEN_KEY, T.credentials, _golden("sealed-credentials.json"), CENTER, DEV)
+    rot = sealed.open_grant(GOLDEN_KEY, T.credentials, _golden("sealed-credentials.json"), CENTER, DEV)
     assert rot["cred"] == 2 and rot["grant"] == "credentials"
     binding = json.loads(_golden("binding-active.json"))
-    assert enrolment.unseal(GOLDEN_KEY, binding["qr"]["key"], T.binding).startswith(b"demo-only")
+    assert sealed.unseal(GOLDEN_KEY, binding["qr"]["key"], T.binding).startswith(b"demo-only")
 
 
 def test_a_box_opens_only_with_its_key_and_its_topic():
     other = X25519PrivateKey.generate()
-    box = enrolment.seal(enrolment.public_bytes(GOLDEN_KEY), b"secret", T.credentials)
-    assert enrolment.unseal(GOLDEN_KEY, box, T.credentials) == b"secret"
+    box = sealed.seal(sealed.public_bytes(GOLDEN_KEY), b"secret", T.credentials)
+    assert sealed.unseal(GOLDEN_KEY, box, T.credentials) == b"secret"
     for key, ctx in ((other, T.credentials), (GOLDEN_KEY, T.binding), (GOLDEN_KEY, T.answer("x"))):
         with pytest.raises(SealError):
-            enrolment.unseal(key, box, ctx)
-    with pytest.raises(messages.MessageError) as err:  # a good box replayed on another topic
-        enrolment.open_grant(GOLDEN_KEY, T.answer("x"), _golden("sealed-credentials.json"), CENTER, DEV)
+            sealed.unseal(key, box, ctx)
+    with pytest.raises(codec.MessageError) as err:  # a good box replayed on another topic
+        sealed.open_grant(GOLDEN_KEY, T.answer("x"), _golden("sealed-credentials.json"), CENTER, DEV)
     assert err.value.reason == "unsealable"
-    with pytest.raises(messages.MessageError) as err:  # addressed to another device
-        enrolment.open_grant(GOLDEN_KEY, T.credentials, _golden("sealed-credentials.json"), CENTER, "rpi-2")
+    with pytest.raises(codec.MessageError) as err:  # addressed to another device
+        sealed.open_grant(GOLDEN_KEY, T.credentials, _golden("sealed-credentials.json"), CENTER, "rpi-2")
     assert err.value.reason == "wrong_device"
 
 
 @settings(max_examples=300, deadline=None)
 @given(plain=st.binary(max_size=600), ctx=st.text(max_size=80), flip=st.integers(0, 10_000))
 def test_round_trip_and_any_single_change_is_refused(plain, ctx, flip):
-    box = enrolment.seal(enrolment.public_bytes(GOLDEN_KEY), plain, ctx)
-    assert enrolment.unseal(GOLDEN_KEY, box, ctx) == plain
+    box = sealed.seal(sealed.public_bytes(GOLDEN_KEY), plain, ctx)
+    assert sealed.unseal(GOLDEN_KEY, box, ctx) == plain
     i = 2 + flip % (len(box) - 2)  # any character after "1."
     if box[i] == ".":
         return
     changed = box[:i] + ("A" if box[i] != "A" else "B") + box[i + 1:]
     with pytest.raises(SealError):
-        enrolment.unseal(GOLDEN_KEY, changed, ctx)
+        sealed.unseal(GOLDEN_KEY, changed, ctx)
 
 
 BOXY = st.one_of(
     st.text(max_size=300),
     st.from_regex(r"1\.[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{0,120}", fullmatch=True),
-    st.binary(max_size=64).map(lambda b: "1." + enrolment.b64(b) + "." + enrolment.b64(b[:12]) + "." + enrolment.b64(b)),
+    st.binary(max_size=64).map(lambda b: "1." + sealed.b64(b) + "." + sealed.b64(b[:12]) + "." + sealed.b64(b)),
     st.sampled_from(["", "1", "1...", "1." + "A" * 43 + "." + "A" * 16 + "." + "A" * 22, "2" + "." * 3]),
 )
 
@@ -78,7 +79,7 @@ BOXY = st.one_of(
 @given(box=BOXY, ctx=st.text(max_size=20))
 def test_unseal_of_anything_raises_only_seal_error(box, ctx):
     try:
-        enrolment.unseal(GOLDEN_KEY, box, ctx)
+        sealed.unseal(GOLDEN_KEY, box, ctx)
     except SealError:
         pass
 
@@ -87,22 +88,22 @@ def test_unseal_of_anything_raises_only_seal_error(box, ctx):
 @given(text=st.text(max_size=60))
 def test_unb64_is_strict_and_canonical(text):
     try:
-        raw = enrolment.unb64(text)
+        raw = sealed.unb64(text)
     except SealError:
         return
-    assert enrolment.b64(raw) == text
+    assert sealed.b64(raw) == text
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.one_of(st.text(max_size=60), st.binary(min_size=28, max_size=36).map(enrolment.b64),
-                      st.sampled_from([bytes(32), b"\x01" + bytes(31), b"\xff" * 32]).map(enrolment.b64)))
+@given(text=st.one_of(st.text(max_size=60), st.binary(min_size=28, max_size=36).map(sealed.b64),
+                      st.sampled_from([bytes(32), b"\x01" + bytes(31), b"\xff" * 32]).map(sealed.b64)))
 def test_an_announced_key_is_a_usable_x25519_key_or_seal_error(text):
     try:
-        raw = enrolment.usable_public_key(text)
+        raw = sealed.usable_public_key(text)
     except SealError:
         return
     assert len(raw) == 32
-    enrolment.seal(raw, b"x", "t")  # whatever it accepts can be sealed to
+    sealed.seal(raw, b"x", "t")  # whatever it accepts can be sealed to
 
 
 @settings(max_examples=300, deadline=None)
@@ -110,8 +111,8 @@ def test_an_announced_key_is_a_usable_x25519_key_or_seal_error(text):
     {"v": 1, "type": "sealed", "device": DEV, "box": b}).encode(), BOXY)))
 def test_open_grant_of_anything_raises_only_message_error(payload):
     try:
-        grant = enrolment.open_grant(GOLDEN_KEY, T.credentials, payload, CENTER, DEV)
-    except messages.MessageError as e:
+        grant = sealed.open_grant(GOLDEN_KEY, T.credentials, payload, CENTER, DEV)
+    except codec.MessageError as e:
         assert e.reason in ("oversized", "bad_json", "duplicate_key", "not_object", "wrong_version", "wrong_type",
                             "schema", "personal_data", "unsealable", "wrong_device", "wrong_center")
     else:
@@ -163,7 +164,7 @@ HOSTILE = st.one_of(st.binary(max_size=300), st.sampled_from(
 @given(payload=HOSTILE, where=st.sampled_from(["answer", "other"]))
 def test_an_enrolling_terminal_counts_or_takes_any_input_and_never_raises(enrolling, payload, where):
     t = enrolling
-    topic = t.topics.answer(t._key_id) if where == "answer" else T.case
+    topic = t.topics.answer(t.account.key_id) if where == "answer" else T.case
     before = sum(t.rejected.values())
     t._inbound(topic, payload, True)
     assert sum(t.rejected.values()) == before + 1 or (where == "answer" and not payload)

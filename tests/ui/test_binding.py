@@ -3,23 +3,21 @@ pairing service: what a pairing or a move brings shows without a restart; re-enr
 maintenance screen."""
 from __future__ import annotations
 
-from device import messages
 from device.machine import Phase
-from tests.helpers import wait_for
+from devkit.waiting import wait_for
+from protocol import codec
 from tests.provisioning.conftest import code_of, enrol, paired_idle, pki, site  # noqa: F401 (fixtures)
 from tests.provisioning.helpers import CENTER
 from tests.ui.test_kiosk import enter, gesture
 from ui.kiosk import static_matrix
-from ui.present import PairingInfo, Screen
+from ui.present import Screen
 
 KIOSK_ENV = {"HCP_UI_TOUCH_GUARD_MS": "0", "HCP_UI_MAINTENANCE_PIN": "2468"}
 
 
 def kiosk_on(open_kiosk, term):
-    """A kiosk that follows the core's pairing, as `python -m ui` wires it."""
-    d = open_kiosk.on(term)
-    term.watch_pairing(lambda p: d.k.set_pairing(PairingInfo.of(p)))
-    return d
+    """A kiosk on an enrolled terminal: the pairing comes with the core's snapshot."""
+    return open_kiosk.on(term)
 
 
 def title(d) -> str:
@@ -33,7 +31,7 @@ def test_pairing_and_a_move_show_the_new_window_and_its_qr_codes_without_a_resta
     assert t.cfg.ui.hall_qr_url == ""  # the enrolment file has none: the binding brings it
     site.prov.pair(code_of(t), "W01", "tester")
     paired_idle(t, "W01")
-    hall = static_matrix(site.cfg.hall_qr_url)
+    hall = static_matrix(site.cfg.center.hall_qr_url)
     idle = d.until(lambda: d.screen == Screen.IDLE and title(d) == "W01 综合受理" and d.widget,
                    what="idle screen of W01 with the binding's window name")
     d.until(lambda: idle.hall_qr.modules == hall and idle.hall_qr_card.parent is not None, what="hall QR")
@@ -42,7 +40,7 @@ def test_pairing_and_a_move_show_the_new_window_and_its_qr_codes_without_a_resta
     site.prov.move("kq1", "W02", "tester")
     d.until(lambda: t.cfg.center.window == "W02" and title(d) == "W02 社保", what="title of the new window")
     # W02's roster is one person: without a duty message, she is the one on duty (staff QR, name)
-    staff_url = site.cfg.staff_qr_template.replace("{staff}", "S0201")
+    staff_url = site.cfg.center.staff_qr_template.replace("{staff}", "S0201")
     d.until(lambda: t.state.staff is not None and t.state.staff.id == "S0201"
             and idle.staff_qr.modules == static_matrix(staff_url) and idle.staff_qr_card.parent is not None,
             what="the roster's staff member and her QR")
@@ -50,7 +48,7 @@ def test_pairing_and_a_move_show_the_new_window_and_its_qr_codes_without_a_resta
     # a duty message rules over the roster
     sys_ = site.service("centersys")
     try:
-        sys_.publish(f"hcp/v1/{CENTER}/window/W02/duty", messages.encode(
+        sys_.publish(f"hcp/v1/{CENTER}/window/W02/duty", codec.encode(
             {"v": 1, "type": "duty", "center": CENTER, "window": "W02", "staff": None}), retain=True)
         d.until(lambda: t.state.staff is None and idle.staff_qr_card.parent is None, what="nobody on duty")
     finally:

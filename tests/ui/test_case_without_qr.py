@@ -2,7 +2,7 @@
 "请在屏幕上评价" (never a QR signed with the published demo key)."""
 from __future__ import annotations
 
-from device.model import Level
+from protocol.values import Level
 from tests.ui.test_kiosk import level_button, open_case, ready
 from ui.present import Screen
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from devkit.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KIOSK = ROOT / "image-build" / "kiosk"
@@ -94,16 +94,13 @@ def test_watchdog_pings_stop_when_the_core_thread_is_dead(tmp_path, make_termina
     notes = Notifications(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", notes.path)
     try:
-        alive = threading.Thread(target=time.sleep, args=(30,), daemon=True)
-        alive.start()
-        dead = threading.Thread(target=lambda: None)
-        dead.start()
-        dead.join()
-        term = make_terminal()
-        KioskApp(term, dead)._watchdog()
+        dead = make_terminal("dead")
+        dead.stop()  # its core thread has ended
+        alive = make_terminal("alive")
+        KioskApp(dead)._watchdog()
         time.sleep(0.3)
         assert not notes.has("WATCHDOG=1")
-        KioskApp(term, alive)._watchdog()
+        KioskApp(alive)._watchdog()
         wait_for(lambda: notes.has("WATCHDOG=1"), what="ping while the core lives")
     finally:
         notes.close()

@@ -10,8 +10,8 @@ from kivy.core.window import Window
 
 from center.ledger import query
 from device.machine import Phase, Tick
-from device.model import LEVELS, Level
-from tests.helpers import wait_for
+from devkit.waiting import wait_for
+from protocol.values import LEVELS, Level
 from ui.present import Screen
 
 RATING_URL = "https://hcp.example.gov.cn/r?t=fixed-token-for-screens"

@@ -15,7 +15,7 @@ from kivy.uix.behaviors import ButtonBehavior
 from PIL import Image
 
 from device.machine import Phase
-from device.model import Level
+from protocol.values import Level
 from tests import screenshots
 from tests.ui.conftest import visible as shown
 from tests.ui.test_kiosk import RATING_URL, level_button, open_case, ready

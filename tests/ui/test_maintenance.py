@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from center.broker import Broker
 from center.ledger import Ledger, query
 from device.machine import Phase
-from device.model import Level
-from tests.helpers import Center, wait_for
+from devkit.broker import Broker
+from devkit.center import Center
+from devkit.waiting import wait_for
+from protocol.values import Level
 from tests.ui.test_kiosk import enter, gesture, level_button, open_case, rate, ready
 from ui.present import Screen
 
@@ -76,10 +77,8 @@ def test_quarantined_ratings_are_re_sent_from_the_maintenance_screen(open_kiosk,
         b.stop()
 
 
-def test_the_queued_count_follows_receipts_without_polling(open_kiosk, center, broker, tmp_path, monkeypatch):
+def test_the_queued_count_follows_receipts_without_polling(open_kiosk, center, broker, tmp_path):
     """The core tells the views when the outbox counts change (receipts change no state)."""
-    from ui import kiosk
-    monkeypatch.setattr(kiosk, "STATUS_POLL_S", 3600)  # the kiosk's own status poll out of the way
     d = open_kiosk(HCP_RATING_THANKS_S="1")
     ready(d, center, duty=False)  # no ledger yet: the rating waits for its receipt
     rate(d, center, "SH9300", Level.SATISFIED)

@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 from fontTools.ttLib import TTCollection
 
-from center.simulator import CATALOG
 from device import config
 from device.machine import Phase, Settings, State
-from device.model import LEVELS, Case, Catalog, Level, Reason, Staff
+from device.model import Case, Catalog, Reason, Staff
+from devkit.factories import CATALOG
+from protocol.values import LEVELS, Level
 from ui import present
 from ui.env import FONT
 from ui.i18n import STRINGS, Translator, all_strings, placeholders

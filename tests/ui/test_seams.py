@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from devkit.waiting import wait_for
 from ui import audio, env, netinfo, sdnotify
 from ui.hooks import ACTIONS, MaintenanceHooks
 from ui.i18n import LANGUAGES
@@ -256,7 +256,7 @@ def test_a_bad_photo_keeps_the_avatar(tmp_path, photo_server):
 # ---- make run -----------------------------------------------------------------------------------------
 
 def test_demo_opens_the_kivy_window_only_with_a_display(tmp_path):
-    from center.demo import choose_view
+    from devkit.demo import choose_view
     assert choose_view("auto", {}, on_pi=False) == "console"
     assert choose_view("auto", {"SDL_VIDEODRIVER": "kmsdrm"}, on_pi=True) == "kivy"
     assert choose_view("auto", {"SDL_VIDEODRIVER": "kmsdrm"}, on_pi=False) == "console"

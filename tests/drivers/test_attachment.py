@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from device.machine import CaseOpened, CatalogChanged, DutyChanged, Phase, ReasonsConfirmed, ReasonToggled
+from devkit.clock import FakeClock
+from devkit.waiting import wait_for
 from drivers import attach
 from drivers.feedback import Status
 from drivers.rig import Rig
-from tests.drivers.conftest import CATALOG, STAFF, FakeClock, case_state, local, make_qr
-from tests.helpers import wait_for
+from tests.drivers.conftest import CATALOG, STAFF, case_state, local, make_qr
 
 
 def press(factory, clock, pin: int, hold: float = 0.1) -> None:

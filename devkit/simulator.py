@@ -20,23 +20,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from device import messages
-from device.link import no_delay
+from devkit import factories
+from protocol import codec, topics
+from protocol.transport import no_delay
 
 log = logging.getLogger("simulator")
 
-CATALOG = {"v": 1, "type": "catalog", "version": "2026.1", "reasons": [
-    {"code": "501", "group": "服务效率", "zh": "等候时间长", "en": "Long wait"},
-    {"code": "502", "group": "服务效率", "zh": "办理时间长", "en": "Slow handling"},
-    {"code": "503", "group": "服务水平", "zh": "业务不熟练", "en": "Not competent"},
-    {"code": "504", "group": "服务水平", "zh": "一次告知不清", "en": "Unclear guidance"},
-    {"code": "505", "group": "服务态度", "zh": "态度不好", "en": "Impolite"},
-    {"code": "506", "group": "服务态度", "zh": "推诿扯皮", "en": "Passed the buck"},
-]}
-STAFF = [{"id": "S0101", "name": "王芳", "number": "0101"}, {"id": "S0102", "name": "李强", "number": "0102"}]
-ITEMS = [("310115-001", "居住证办理"), ("310115-014", "营业执照变更"), ("310115-027", "社保卡补办"),
-         ("310115-033", "不动产登记查询")]
-SURNAMES = "张王李赵刘陈杨黄周吴"
 CASE_EXPIRY_S = 12 * 3600
 
 
@@ -48,7 +37,7 @@ class Simulator:
     def __init__(self, host: str, port: int, center: str, window: str, hold_s: float, gap_s: float,
                  bind: tuple[str, ...] = ()):
         self.center, self.window, self.hold_s, self.gap_s = center, window, hold_s, gap_s
-        self.topics = messages.Topics(center, window, "+")
+        self.topics = topics.Topics(center, window, "+")
         self.bind = bind
         self.rated: set[str] = set()
         self.state: dict[str, tuple[dict, int]] = {}  # topic → (the current retained message, expiry s)
@@ -66,11 +55,11 @@ class Simulator:
         older snapshot may have brought back an older case; this supersedes it."""
         if reason.is_failure:
             return
-        client.subscribe(f"{messages.PREFIX}/{self.center}/device/+/rating", qos=1)
+        client.subscribe(f"{topics.PREFIX}/{self.center}/device/+/rating", qos=1)
         with self._lock:
             current = list(self.state.items())
         for topic, (body, expiry) in current:
-            client.publish(topic, messages.encode(body), qos=1, retain=True, properties=_expiry(expiry))
+            client.publish(topic, codec.encode(body), qos=1, retain=True, properties=_expiry(expiry))
         if current:
             log.info("re-published the state of %s (%d messages)", self.window, len(current))
 
@@ -87,28 +76,23 @@ class Simulator:
         if retain:
             with self._lock:
                 self.state[topic] = (body, expiry)
-        info = self.c.publish(topic, messages.encode(body), qos=1, retain=retain, properties=_expiry(expiry))
+        info = self.c.publish(topic, codec.encode(body), qos=1, retain=retain, properties=_expiry(expiry))
         try:
             info.wait_for_publish(5)
         except (RuntimeError, ValueError) as e:  # not connected: it goes out again on reconnect
             log.warning("could not publish on %s now (%s); it is sent again on reconnect", topic, e)
 
     def setup(self) -> None:
-        self.send(self.topics.catalog, {**CATALOG, "center": self.center})
-        self.send(self.topics.duty, {"v": 1, "type": "duty", "center": self.center, "window": self.window,
-                                     "window_name": f"{self.window} 综合受理", "staff": STAFF[0]})
+        name = f"{self.window} 综合受理"
+        self.send(self.topics.catalog, factories.catalog(self.center))
+        self.send(self.topics.duty, factories.duty(self.center, self.window, factories.STAFF[0], name))
         for device in self.bind:  # what provisioning does for a paired terminal (docs/protocol.md §11)
-            self.send(messages.Topics(self.center, self.window, device).binding,
-                      {"v": 1, "type": "binding", "center": self.center, "device": device, "state": "active",
-                       "window": self.window, "window_name": f"{self.window} 综合受理", "staff": STAFF, "issued": now()})
+            self.send(topics.Topics(self.center, self.window, device).binding,
+                      factories.binding(self.center, device, "active", self.window, window_name=name,
+                                        staff=factories.STAFF, issued=now()))
 
     def case(self, n: int) -> dict:
-        code, name = random.choice(ITEMS)
-        return {"v": 1, "type": "case", "center": self.center, "window": self.window, "state": "open",
-                "case": {"id": f"SH{datetime.now():%Y%m%d}{n:06d}", "item_code": code, "item_name": name},
-                "staff": STAFF[0], "applicant": {"token": f"ap_{random.getrandbits(64):016x}",
-                                                 "display": random.choice(SURNAMES) + "*"},
-                "opened_at": now()}
+        return factories.random_case(self.center, self.window, n)
 
     def run(self, stop: threading.Event) -> None:
         self.setup()
@@ -144,7 +128,7 @@ def _expiry(seconds: int) -> Properties | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="center-simulator", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m devkit.simulator", description=__doc__)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=1883)
     ap.add_argument("--center", default="demo")

@@ -1,10 +1,13 @@
-"""`attach(terminal)`: start the drivers of the configured hardware profile around a running Terminal.
+"""`attach(terminal)`: start the drivers of the configured hardware profile around a terminal.
+
+The drivers are a view: they see the core only through its port (`device.port`): the published
+`Snapshot`, `submit()`, `watch()` and the hardware alarms (`raise_alarm`, `clear_alarm`).
 
 Threads and hand-offs (no driver logic ever runs on the UI thread, and the core thread only stores):
 
 - GPIO thread: key edge → `KeyFilter` → neutral ack (flash + beep, started on gpiozero's threads)
   → `KeyRouter` → ``terminal.submit(event)``;
-- core thread: ``terminal.watch`` → router / backlight keeper / small screen remember the state;
+- core thread: ``terminal.watch`` → router / backlight keeper / small screen remember the snapshot;
 - ``drivers-tick`` thread (4 Hz): status LED, backlight dimming and opening hours, stuck-key alarm;
 - ``small-screen`` thread draws frames; ``printer`` thread prints.
 """
@@ -18,6 +21,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterator
 
 from device.machine import Phase, State
+from device.port import Snapshot, TerminalPort
 from drivers.backlight import BacklightKeeper
 from drivers.display import ScreenWorker, SmallScreen
 from drivers.feedback import terminal_status
@@ -41,7 +45,7 @@ class Attachment:
     - `rig`: the drivers themselves, for `drivers.selftest.run(attachment, …)`.
     """
 
-    def __init__(self, terminal: Any, rig: Rig, *, opening_hours: OpeningHours = OpeningHours(),
+    def __init__(self, terminal: TerminalPort, rig: Rig, *, opening_hours: OpeningHours = OpeningHours(),
                  dim_after_s: float = 120, backlog_records: int = 20, center_name: str = "",
                  clock: Callable[[], float] = time.monotonic, local_now: Callable[[], datetime] = datetime.now,
                  tick_s: float = 0.25):
@@ -49,11 +53,12 @@ class Attachment:
         self.rig = rig
         p = rig.profile
         self.profile: Profile = p
-        cfg = terminal.cfg
-        self.center_name = center_name or cfg.center.id
+        snap = terminal.snapshot
+        self.center_name = center_name or snap.center
         self.backlog_records = backlog_records
         self.tick_s = tick_s
-        self._state: State = terminal.state
+        self._snap: Snapshot = snap
+        self._state: State = snap.state
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._stuck = False
@@ -68,11 +73,11 @@ class Attachment:
             self.keeper = BacklightKeeper(rig.backlight, bright=b.bright_percent, dim=b.dim_percent,
                                           dim_after_s=dim_after_s, hours=opening_hours, clock=clock,
                                           local_now=local_now,
-                                          on_error=lambda d: terminal.alarms.raise_("backlight_failed", d))
+                                          on_error=lambda d: terminal.raise_alarm("backlight_failed", d))
         self.screen: ScreenWorker | None = None
         if rig.display is not None:
-            self.screen = ScreenWorker(rig.display, SmallScreen(rig.display.size, cfg.center.window),
-                                       online=lambda: terminal.online, cursor=self.cursor.get)
+            self.screen = ScreenWorker(rig.display, SmallScreen(rig.display.size, snap.window),
+                                       online=lambda: self._snap.online, cursor=self.cursor.get)
             self.cursor.on_change(self.screen.refresh)
         if rig.printer is not None:
             rig.printer.on_problem = self._printer_problem
@@ -82,8 +87,8 @@ class Attachment:
             rig.keys.on_press = self._key
             rig.keys.on_reject = lambda key, reason: self.activity()
         for part, detail in rig.problems.items():
-            terminal.alarms.raise_(f"hardware_{part}", detail)
-        terminal.watch(self._on_state)
+            terminal.raise_alarm(f"hardware_{part}", detail)
+        terminal.watch(self._on_snapshot)
         self._ticker = threading.Thread(target=self._tick_loop, name="drivers-tick", daemon=True)
         self._ticker.start()
 
@@ -162,15 +167,17 @@ class Attachment:
     def _print_key(self) -> None:
         self.print_slip()
 
-    def _on_state(self, s: State) -> None:
+    def _on_snapshot(self, snap: Snapshot) -> None:
         if self._stop.is_set():
             return  # detached (the terminal keeps its watchers)
+        s = snap.state
         with self._lock:
-            self._state = s
+            self._snap, self._state = snap, s
         self.router.state(s)
         if self.keeper is not None:
             self.keeper.on_state(s)
         if self.screen is not None:
+            self.screen.screen.window_fallback = snap.window  # (the window served now: a move changes it)
             self.screen.state(s)
 
     def _print_result(self, result: PrintResult) -> None:
@@ -183,11 +190,11 @@ class Attachment:
                 log.exception("print listener failed")
 
     def _printer_problem(self, reason: str, detail: str) -> None:
-        self.terminal.alarms.raise_(f"printer_{reason}", detail)
+        self.terminal.raise_alarm(f"printer_{reason}", detail)
 
     def _printer_ok(self) -> None:
         for code in PRINTER_ALARMS:
-            self.terminal.alarms.clear(code)
+            self.terminal.clear_alarm(code)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.tick_s):
@@ -202,17 +209,17 @@ class Attachment:
         if self._paused.is_set():
             return
         if self.rig.status is not None:
-            c = t.outbox.counts()
-            self.rig.status.show(terminal_status(t.online, c.pending, c.quarantined, t.alarms.active(),
-                                                 self.backlog_records))
+            with self._lock:
+                s = self._snap
+            self.rig.status.show(terminal_status(s.online, s.pending, s.quarantined, s.alarms, self.backlog_records))
         if self.keeper is not None:
             self.keeper.tick()
         if self.rig.keys is not None and self.profile.keys is not None:
             stuck = {k: d for k, d in self.rig.keys.held().items() if d >= self.profile.keys.stuck_s}
             if stuck and not self._stuck:
-                t.alarms.raise_("key_stuck", ", ".join(f"{k} down {d:.0f} s" for k, d in stuck.items()))
+                t.raise_alarm("key_stuck", ", ".join(f"{k} down {d:.0f} s" for k, d in stuck.items()))
             elif not stuck and self._stuck:
-                t.alarms.clear("key_stuck")
+                t.clear_alarm("key_stuck")
             self._stuck = bool(stuck)
 
 
@@ -229,18 +236,18 @@ def check(hw: Any) -> None:
         raise HoursError(f"hardware.opening_hours: {e}") from None
 
 
-def attach(terminal: Any, profile: Profile | str | None = None, *, simulate: bool | None = None,
+def attach(terminal: TerminalPort, profile: Profile | str | None = None, *, simulate: bool | None = None,
            pin_factory: Any = None, sysfs_root: str | None = None, rig: Rig | None = None,
            clock: Callable[[], float] = time.monotonic, local_now: Callable[[], datetime] = datetime.now,
            key_clock: Callable[[], float] = time.monotonic, printer_factory: Callable[[], Any] | None = None,
            tick_s: float = 0.25) -> Attachment | None:
-    """Attach the drivers of `profile` (default: ``terminal.cfg.hardware.profile``) to `terminal`.
+    """Attach the drivers of `profile` (default: the snapshot's ``hardware.profile``) to `terminal`.
 
     Returns None when no profile is configured. Raises ProfileError / HoursError for a wrong profile
     or opening hours (both name the key); a part that cannot be opened is raised as a
     ``hardware_<part>`` alarm instead, and the rest runs.
     """
-    hw = terminal.cfg.hardware
+    hw = terminal.snapshot.hardware
     profile = profile if profile is not None else hw.profile
     if not profile and rig is None:
         return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from device.model import LEVELS, Channel, Level
+from protocol.values import LEVELS, Channel, Level
 
 LEVEL_SCHEMES: dict[str, dict[Level, int]] = {
     "gbt39046": {lvl: i + 1 for i, lvl in enumerate(LEVELS)},

@@ -6,7 +6,7 @@ all of it. The terminal runs in the foreground:
 - in a Kivy window (`python -m ui`) when a display is there (DISPLAY or WAYLAND_DISPLAY set, or a Pi
   with KMSDRM) and Kivy is installed;
 - with the console view (`python -m device`) otherwise, or when asked:
-  `python -m center.demo --view console` or `RATING_DEMO_VIEW=console make run`.
+  `python -m devkit.demo --view console` or `RATING_DEMO_VIEW=console make run`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from center.broker import Broker, free_port
+from devkit.broker import Broker, free_port
 
 
 DEMO_UI = {"HCP_UI_HALL_QR_URL": "https://hcp.example.gov.cn/hall/demo",
@@ -51,7 +51,7 @@ def _bind_demo_terminal() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m center.demo", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m devkit.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--view", choices=("auto", "kivy", "console"),
                     default=os.environ.get("RATING_DEMO_VIEW", "auto"),
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = [
         subprocess.Popen([py, "-m", "center.ledger", "--port", str(broker.port), "--db", str(root / "ledger.db")],
                          stdout=logs[0], stderr=logs[0], start_new_session=True),
-        subprocess.Popen([py, "-m", "center.simulator", "--port", str(broker.port), *_bind_demo_terminal()],
+        subprocess.Popen([py, "-m", "devkit.simulator", "--port", str(broker.port), *_bind_demo_terminal()],
                          stdout=logs[1], stderr=logs[1], start_new_session=True),
     ]
     env = {**os.environ, "HCP_MQTT_PORT": str(broker.port), "HCP_DEVICE_DATA_DIR": str(root / "terminal"),
