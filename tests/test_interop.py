@@ -20,7 +20,7 @@ from devkit.terminals import terminal_config, terminals
 from devkit.waiting import wait_for
 from protocol import codec, topics
 from protocol.values import Channel, Level
-from tests.test_delivery import rate_cases
+from tests.device.test_delivery import rate_cases
 
 V311 = {"HCP_MQTT_PROTOCOL": "3.1.1"}
 

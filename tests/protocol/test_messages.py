@@ -639,7 +639,7 @@ def test_a_key_left_out_of_a_config_message_means_the_local_value(tmp_path):
 
 
 def test_protocol_doc_links_every_schema_and_existing_goldens():
-    doc = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+    doc = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
     links = re.findall(r"\]\((\.\./[^)#]+)\)", doc.read_text("utf-8"))
     for link in links:
         assert (doc.parent / link).resolve().exists(), link

@@ -269,7 +269,7 @@ SEQ_CHILD = """
 import sys
 sys.path.insert(0, sys.argv[2])
 from device.outbox import Outbox
-from tests.test_outbox import add
+from tests.device.test_outbox import add
 ob = Outbox(sys.argv[1])
 print("open", flush=True)
 while True:
@@ -279,7 +279,7 @@ while True:
 
 def test_sequence_has_no_gap_across_clean_restarts_and_kill_9(tmp_path):
     path = tmp_path / "o.db"
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     rnd = random.Random(8)
     for round_ in range(6):
         if round_ % 2:

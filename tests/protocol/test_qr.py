@@ -402,7 +402,7 @@ def test_reader_rejects_a_damaged_symbol():
 
 # ---- the worked example in docs/protocol.md ------------------------------------------------------
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
 
 def test_worked_example_in_the_protocol_doc_verifies():

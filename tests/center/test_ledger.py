@@ -115,7 +115,7 @@ def test_receipts_are_split_to_fit_the_terminals_inbound_limit():
 
 # ---- integrity of the record (issue 8) ---------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 W02_STAFF = {"id": "S0201", "name": "赵敏"}
 
 

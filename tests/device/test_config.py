@@ -265,7 +265,7 @@ def _check_config(tmp_path: Path, toml: str) -> "subprocess.CompletedProcess[str
     path = _write(tmp_path, "terminal.toml", f'[device]\nid = "t1"\ndata_dir = "{tmp_path / "data"}"\n' + toml)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HCP_")}
     return subprocess.run([sys.executable, "-m", "device", "--config", str(path), "--check-config"], env=env,
-                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_check_config_fails_loudly_without_a_qr_key(tmp_path):
@@ -412,7 +412,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_the_configuration_package_imports_nothing_of_ours_and_section_modules_stay_light():
     import sys
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     files = list((root / "configuration").glob("*.py"))
     assert files
     for path in files:

@@ -14,7 +14,7 @@ from device.machine import Phase
 from devkit.terminals import start_terminal, terminal_config
 from devkit.waiting import wait_for
 from protocol import topics
-from tests.test_delivery import rate_cases
+from tests.device.test_delivery import rate_cases
 
 
 class SmallDisk:
