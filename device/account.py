@@ -24,7 +24,6 @@ from device.model import Staff
 from device.pairing import PairingState
 from protocol import codec
 from protocol.codec import MessageError
-from protocol.sealed import SealError, key_id, open_grant, public_bytes, unseal
 from protocol.topics import Topics
 
 log = logging.getLogger("device.terminal")
@@ -39,8 +38,11 @@ class Account:
         e = base_cfg.enrolment
         state = PairingState(device_id, base_cfg.center.id, bool(e.username), e.announce_every_s)
         if state.enrolled:
+            # The cryptography is loaded only here: a terminal configured by hand never needs it (≈ 8 MB of
+            # RSS on a 512 MB board; bench headless_rss_mb).
+            from protocol import sealed
             self.key = enrolment.load_or_create_key(data_dir)
-            self.key_id = key_id(public_bytes(self.key))
+            self.key_id = sealed.key_id(sealed.public_bytes(self.key))
             state = self._load(state)
         self.state: PairingState = state  # written on the core thread only (`step`)
 
@@ -135,7 +137,8 @@ class Account:
             if data["center"] != p.center:
                 raise MessageError("wrong_center", data["center"])
             return pairing.BindingReceived(data, self.open_qr_key(data))
-        grant = open_grant(self.key, topic, payload, p.center, self.device_id, max_bytes)
+        from protocol import sealed  # loaded already: only an enrolled terminal gets here
+        grant = sealed.open_grant(self.key, topic, payload, p.center, self.device_id, max_bytes)
         if grant["grant"] == "code" and p.mode == "enrolling":
             log.info("pairing code received (valid %d s)", grant["ttl_s"])
             return pairing.CodeGranted(grant["code"], grant["ttl_s"], time.time() + grant["ttl_s"])
@@ -151,9 +154,10 @@ class Account:
         if "qr" not in binding:
             return None
         topic = Topics(binding["center"], "-", self.device_id).binding
+        from protocol import sealed
         try:
-            key = unseal(self.key, binding["qr"]["key"], topic)
-        except SealError as e:
+            key = sealed.unseal(self.key, binding["qr"]["key"], topic)
+        except sealed.SealError as e:
             raise MessageError("unsealable", f"QR key: {e}") from None
         if len(key) < 32:
             raise MessageError("schema", "QR key shorter than 32 bytes")

@@ -21,9 +21,10 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+if TYPE_CHECKING:  # loaded by load_or_create_key only: a terminal configured by hand never needs it
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def load_or_create_key(data_dir: Path) -> X25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     path = data_dir / KEY_FILE
     try:
         raw = path.read_bytes()

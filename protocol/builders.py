@@ -7,13 +7,13 @@ own values (`device.machine.RatingDraft`, `device.model.Case`) fit without `prot
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
-
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from protocol import VERSION, codec
-from protocol.sealed import b64, public_bytes
 from protocol.values import Channel, Level
+
+if TYPE_CHECKING:  # only `hello` needs the cryptography, loaded then (a terminal configured by hand never does)
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,9 @@ def alarm(code: str, detail: str, origin: Origin, rid: str, ts: str, cleared: bo
 
 def hello(center: str, device: str, key: X25519PrivateKey, model: str, fw: str) -> bytes:
     """The announcement a terminal makes with the enrolment account: who it is and the key to seal to."""
-    msg: dict[str, Any] = {"v": VERSION, "type": "hello", "center": center, "device": device, "key": b64(public_bytes(key))}
+    from protocol import sealed
+    msg: dict[str, Any] = {"v": VERSION, "type": "hello", "center": center, "device": device,
+                           "key": sealed.b64(sealed.public_bytes(key))}
     if model:
         msg["model"] = model[:64]
     if fw:

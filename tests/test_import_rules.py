@@ -131,3 +131,19 @@ def test_the_checker_finds_imports_in_functions_and_type_checking_blocks(tmp_pat
     f.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from device.model import Case\n"
                  "def g():\n    import paho.mqtt.client as mqtt\n    from device import link\n", "utf-8")
     assert imported_modules(f) == {"typing", "device.model", "paho.mqtt.client", "device"}
+
+
+def test_a_terminal_configured_by_hand_loads_no_cryptography(tmp_path):
+    """Only enrolment needs X25519 and ChaCha20 (≈ 8 MB of RSS on a 512 MB board): loaded when enrolled."""
+    script = (
+        "import sys\n"
+        "from device import config\n"
+        "from device.terminal import Terminal\n"
+        "import device.__main__, device.root, ui.config, drivers.config\n"
+        f"cfg = config.load([], {{'HCP_DEVICE_DATA_DIR': {str(tmp_path)!r}, 'HCP_QR_DEMO': 'true'}})\n"
+        "t = Terminal(cfg, 'hand1')\n"
+        "t.outbox.close()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('cryptography'))[:3])\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout
