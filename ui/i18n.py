@@ -71,6 +71,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "elsewhere.sub": {"zh": "谢谢您的评价！", "en": "Thank you!"},
     "unavailable.title": {"zh": "暂时无法记录评价", "en": "Your rating cannot be recorded right now"},
     "unavailable.sub": {"zh": "请扫描二维码评价", "en": "Please scan the QR code to rate"},
+    "unavailable.no_qr": {"zh": "请稍后再试或联系工作人员", "en": "Please try again later or ask the staff"},
     "fallback.wait": {"zh": "请稍候", "en": "Please wait"},
     # maintenance (technicians)
     "maint.pin_title": {"zh": "请输入维护密码", "en": "Enter the maintenance PIN"},

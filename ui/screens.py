@@ -388,7 +388,8 @@ class RatedElsewhereScreen(MessageScreen):
 
 
 class UnavailableScreen(BaseScreen):
-    """The rating could not be stored: ask the citizen to scan the QR code instead."""
+    """The rating could not be stored: ask the citizen to scan the QR code instead (or, with no code to
+    scan, to try again later or ask the staff)."""
 
     name = Screen.UNAVAILABLE
 
@@ -398,7 +399,8 @@ class UnavailableScreen(BaseScreen):
         left = self.card(orientation="vertical")
         left.add_widget(Widget())
         left.add_widget(Text(g, t("unavailable.title"), role="headline", color=PALETTE.ink, lines=2))
-        left.add_widget(Text(g, t("unavailable.sub"), role="title", color=PALETTE.accent, lines=2))
+        self.sub = Text(g, t("unavailable.sub"), role="title", color=PALETTE.accent, lines=2)
+        left.add_widget(self.sub)
         left.add_widget(Widget())
         side = min(g.height - g.bar_height - g.gap * 3, g.width * 0.42)
         self.qr_card, self.qr, _ = qr_card(self, t("case.scan"), width=side * 0.9)
@@ -415,6 +417,8 @@ class UnavailableScreen(BaseScreen):
             modules = k.static_qr(url) if url else None
         self.qr.show(modules)
         self.qr_card.opacity = 1 if modules is not None else 0
+        # no code to scan (no signing key, no staff QR): never send the citizen looking for one
+        self.sub.text = k.t("unavailable.sub" if modules is not None else "unavailable.no_qr")
 
 
 class PinScreen(BaseScreen):
