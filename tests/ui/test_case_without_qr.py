@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from protocol.values import Level
-from tests.ui.test_kiosk import level_button, open_case, rate, ready
+from tests.ui.test_kiosk import FULL_OUTBOX, level_button, open_case, press_with_a_full_outbox, ready
 from ui.present import Screen
 
 
@@ -20,14 +20,7 @@ def test_without_a_signing_key_the_case_screen_asks_to_rate_on_the_screen(open_k
 
 
 def test_a_full_outbox_without_a_qr_code_does_not_ask_to_scan(open_kiosk, center):
-    d = open_kiosk(HCP_QR_KEY="", HCP_UI_STAFF_QR_TEMPLATE="",  # no case QR and no staff QR to fall back on
-                   HCP_OUTBOX_CAPACITY="10", HCP_RATING_THANKS_S="1", HCP_RATING_REPEAT_GUARD_S="0")
-    ready(d, center)  # no ledger: nothing is receipted, the outbox fills up
-    for i in range(10):
-        rate(d, center, f"SH71{i:02d}", Level.SATISFIED)
-        d.on(Screen.IDLE)
-    s = open_case(d, center, "SH7199")
-    d.tap(level_button(s, Level.SATISFIED))
-    d.on(Screen.UNAVAILABLE)
+    d = open_kiosk(HCP_QR_KEY="", HCP_UI_STAFF_QR_TEMPLATE="", **FULL_OUTBOX)  # no case QR, no staff QR either
+    press_with_a_full_outbox(d, center, "SH71")
     assert "暂时无法记录评价" in d.texts() and "请稍后再试或联系工作人员" in d.texts()
     assert "请扫描二维码评价" not in d.texts() and d.widget.qr_card.opacity == 0

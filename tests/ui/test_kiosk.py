@@ -263,15 +263,23 @@ def test_thank_you_returns_to_idle_by_itself(open_kiosk, center):
     d.on(Screen.IDLE, Phase.IDLE)
 
 
-def test_a_full_outbox_asks_the_citizen_to_scan_instead(open_kiosk, center):
-    d = open_kiosk(HCP_OUTBOX_CAPACITY="10", HCP_RATING_THANKS_S="1", HCP_RATING_REPEAT_GUARD_S="0")
-    ready(d, center)  # no ledger: nothing is receipted, the outbox fills up
+FULL_OUTBOX = {"HCP_OUTBOX_CAPACITY": "10", "HCP_RATING_THANKS_S": "1", "HCP_RATING_REPEAT_GUARD_S": "0"}
+
+
+def press_with_a_full_outbox(d, center, prefix: str) -> None:
+    """Fill a 10-record outbox (no ledger: nothing is receipted), then rate one more case: UNAVAILABLE."""
+    ready(d, center)
     for i in range(10):
-        rate(d, center, f"SH50{i:02d}", Level.SATISFIED)
+        rate(d, center, f"{prefix}{i:02d}", Level.SATISFIED)
         d.on(Screen.IDLE)
-    s = open_case(d, center, "SH5099")
+    s = open_case(d, center, f"{prefix}99")
     d.tap(level_button(s, Level.SATISFIED))
     d.on(Screen.UNAVAILABLE)
+
+
+def test_a_full_outbox_asks_the_citizen_to_scan_instead(open_kiosk, center):
+    d = open_kiosk(**FULL_OUTBOX)
+    press_with_a_full_outbox(d, center, "SH50")
     assert "暂时无法记录评价" in d.texts() and "请扫描二维码评价" in d.texts()
     assert d.widget.qr.module_px >= 2
 
