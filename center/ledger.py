@@ -363,11 +363,9 @@ class Ledger:
     # ---- what the center published --------------------------------------------------------------
 
     def _binding(self, center: str, device: str, payload: bytes, now: float) -> None:
-        if not payload:
-            return  # a cleared retained binding: keep the last one known
         b = _published("binding", payload, center=center, device=device)
         if b is None:
-            return
+            return  # refused, or a cleared retained binding: keep the last one known
         old = self.db.execute("SELECT window FROM bindings WHERE center=? AND device=?", (center, device)).fetchone()
         window = b.get("window") or (old[0] if old else None)
         moved = old is not None and old[0] is not None and old[0] != window
@@ -381,11 +379,9 @@ class Ledger:
         log.info("binding of %s/%s: %s at %s", center, device, b["state"], window)
 
     def _case(self, center: str, window: str, payload: bytes, now: float) -> None:
-        if not payload:
-            return  # a cleared retained case: what the ledger learned stays
         c = _published("case", payload, center=center, window=window)
         if c is None:
-            return
+            return  # refused, or a cleared retained case: what the ledger learned stays
         staff = (c.get("staff") or {}).get("id")
         self.db.execute(
             "INSERT INTO cases VALUES (?,?,?,?,?,?) ON CONFLICT (center, case_id) DO UPDATE SET "
@@ -529,7 +525,10 @@ def _cause(e: BaseException) -> str:
 
 
 def _published(kind: str, payload: bytes, **topic: str) -> dict | None:
-    """A center message decoded and checked against the ids its topic names; None (logged) if refused."""
+    """A center message decoded and checked against the ids its topic names; None (logged) if refused,
+    None (silently) for an empty payload: a cleared retained message."""
+    if not payload:
+        return None
     try:
         msg = codec.decode(kind, payload)
         wrong = [k for k, v in topic.items() if msg.get(k) != v]

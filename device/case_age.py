@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from device.enrolment import write_private
 from protocol.codec import MessageError
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,7 @@ class CaseAge:
             self._save()
 
     def _save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.newest, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_private(self.path, json.dumps(self.newest).encode("utf-8"))
         except OSError as e:  # the check still works from memory until the next restart
             log.warning("cannot save %s: %s", self.path, e)

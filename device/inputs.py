@@ -6,13 +6,13 @@ the dynamic QR there, off the core thread); the core thread saves and loads the 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Callable
 
 from device import machine, qr
 from device.alarms import Alarms
 from device.config import Config
+from device.enrolment import write_private
 from device.machine import (CaseClosed, CaseOpened, CaseRatedElsewhere, CatalogChanged, DutyChanged,
                             SettingsChanged)
 from device.model import Case, Catalog, Staff
@@ -76,15 +76,10 @@ def dynamic_qr(case: Case, cfg: Config, key: bytes | None, device_id: str) -> qr
 
 
 def save_retained(data_dir: Path, kind: str, data: dict, alarms: Alarms) -> None:
-    """Atomic write + fsync (core thread); a failing disk raises `disk_write_failed`."""
+    """Atomic write + fsync, 0600 (core thread); a failing disk raises `disk_write_failed`."""
     path = data_dir / f"{kind}.json"
-    tmp = path.with_suffix(".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(codec.encode(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_private(path, codec.encode(data))
     except OSError as e:
         alarms.raise_("disk_write_failed", f"{path}: {e}")
 

@@ -147,9 +147,7 @@ class Outbox:
             self._prune()
             self._recount()
             self._rated = {r[0] for r in self._db.execute("SELECT case_id FROM rated_cases")}
-            top = self._db.execute("SELECT max((SELECT v FROM meta WHERE k='seq'), "
-                                   "coalesce((SELECT max(seq) FROM outbox), 0))").fetchone()[0]
-            self._next_seq = top + 1
+            self._next_seq = _top(self._db) + 1
             self._gone = self._connect(synchronous="NORMAL")
         except (sqlite3.Error, OSError) as e:
             self._drop()
@@ -314,8 +312,7 @@ class Outbox:
             old.execute("PRAGMA writable_schema=ON")  # reads a truncated file up to where it ends
             have_ids = {r[0] for r in db.execute("SELECT id FROM outbox")}
             have_seqs = {r[0] for r in db.execute("SELECT seq FROM outbox")}
-            top = db.execute("SELECT max((SELECT v FROM meta WHERE k='seq'), "
-                             "coalesce((SELECT max(seq) FROM outbox), 0))").fetchone()[0]
+            top = _top(db)
             try:
                 row = old.execute("SELECT v FROM meta WHERE k='seq'").fetchone()
                 top = max(top, row[0] if row else 0)
@@ -511,6 +508,12 @@ def _classify(e: sqlite3.Error) -> OutboxError:
     if is_corruption(e):
         return OutboxError("corrupt", str(e))
     return OutboxError("io", str(e))
+
+
+def _top(db: sqlite3.Connection) -> int:
+    """The highest sequence number taken: the table's, or meta 'seq' (as of the last deletion) if higher."""
+    return db.execute("SELECT max((SELECT v FROM meta WHERE k='seq'), "
+                      "coalesce((SELECT max(seq) FROM outbox), 0))").fetchone()[0]
 
 
 def _plausible(row: tuple) -> bool:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
-from device.machine import Phase, State
+from device.machine import Phase
 from device.port import Snapshot, TerminalPort
 from drivers.backlight import BacklightKeeper
 from drivers.display import ScreenWorker, SmallScreen
@@ -58,7 +58,6 @@ class Attachment:
         self.backlog_records = backlog_records
         self.tick_s = tick_s
         self._snap: Snapshot = snap
-        self._state: State = snap.state
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._stuck = False
@@ -97,7 +96,7 @@ class Attachment:
     def print_slip(self, on_done: Callable[[PrintResult], None] | None = None) -> PrintResult | None:
         """Print the slip for the case on screen; None when queued, else why not (also sent to on_print)."""
         with self._lock:
-            s = self._state
+            s = self._snap.state
         if self.rig.printer is None:
             result = PrintResult(False, "slip", reason="offline", detail="no printer",
                                  message="本机未接打印机，请扫描屏幕上的二维码评价")
@@ -154,7 +153,7 @@ class Attachment:
     def _key(self, key: str) -> None:
         """An accepted press (GPIO thread): the event first, then the (neutral) feedback and the wake."""
         with self._lock:
-            s = self._state
+            s = self._snap.state
         if self.keeper is not None and self.keeper.is_dark and s.phase == Phase.IDLE:
             log.info("key %s woke the screen (not taken as a rating)", key)
             self.rig.feedback.ack()
@@ -172,7 +171,7 @@ class Attachment:
             return  # detached (the terminal keeps its watchers)
         s = snap.state
         with self._lock:
-            self._snap, self._state = snap, s
+            self._snap = snap
         self.router.state(s)
         if self.keeper is not None:
             self.keeper.on_state(s)

@@ -62,11 +62,20 @@ class RatingLike(Protocol):
     def catalog_version(self) -> str: ...
 
 
+def _envelope(kind: str, origin: Origin, rid: str, ts: str, seq: int | None = None) -> dict:
+    """The fields every outbound record opens with (an alarm carries no sequence number)."""
+    msg = {"v": VERSION, "type": kind, "id": rid, "device": origin.device, "center": origin.center,
+           "window": origin.window}
+    if seq is not None:
+        msg["seq"] = seq
+    msg["ts"] = ts
+    return msg
+
+
 def rating(draft: RatingLike, origin: Origin, rid: str, seq: int, ts: str) -> dict:
     """The rating message: level by name, the three correspondences, reasons with their catalog."""
-    msg = {"v": VERSION, "type": "rating", "id": rid, "device": origin.device, "center": origin.center,
-           "window": origin.window, "seq": seq, "ts": ts, "kind": draft.kind, "level": draft.level.value,
-           "channel": draft.channel.value}
+    msg = _envelope("rating", origin, rid, ts, seq)
+    msg.update(kind=draft.kind, level=draft.level.value, channel=draft.channel.value)
     if draft.case is not None:
         msg.update(case=draft.case.id, item_code=draft.case.item_code, applicant=draft.case.applicant_token)
     if draft.staff is not None:
@@ -78,15 +87,13 @@ def rating(draft: RatingLike, origin: Origin, rid: str, seq: int, ts: str) -> di
 
 def unrated(case: CaseLike, origin: Origin, rid: str, seq: int, ts: str) -> dict:
     """A case closed at the center without a rating: the cue for an SMS follow-up."""
-    return {"v": VERSION, "type": "event", "id": rid, "device": origin.device, "center": origin.center,
-            "window": origin.window, "seq": seq, "ts": ts, "event": "unrated", "case": case.id,
+    return {**_envelope("event", origin, rid, ts, seq), "event": "unrated", "case": case.id,
             "staff": case.staff.id, "applicant": case.applicant_token}
 
 
 def alarm(code: str, detail: str, origin: Origin, rid: str, ts: str, cleared: bool = False) -> dict:
     """A device alarm raised or cleared (`detail` cut to what the schema allows)."""
-    return {"v": VERSION, "type": "event", "id": rid, "device": origin.device, "center": origin.center,
-            "window": origin.window, "ts": ts, "event": "alarm_cleared" if cleared else "alarm",
+    return {**_envelope("event", origin, rid, ts), "event": "alarm_cleared" if cleared else "alarm",
             "alarm": code, "detail": detail[:500]}
 
 

@@ -281,7 +281,6 @@ class Kiosk:
         """Start watching the terminal and the window (Kivy thread)."""
         self._attached = True
         Window.bind(on_touch_down=self._on_touch, size=self._on_resize)
-        self._events = []
         self._schedule_minute()
         self.terminal.watch(self._from_core)
         self.render()

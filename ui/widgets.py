@@ -73,9 +73,9 @@ class Panel(Backdrop, BoxLayout):
 BREAK_AFTER = "，、。：；！？）」』》,.:;!?)"  # a wrapped line may well end after these
 
 
-def text_width(text: str, font_size: float) -> float:
-    """The width of `text` on one line in the shipped font, in pixels."""
-    return CoreLabel(text=text, font_size=font_size, font_name=str(FONT)).get_extents(text)[0]
+def text_width(text: str, font_size: float, font_name: str = str(FONT)) -> float:
+    """The width of `text` on one line (in the shipped font unless told), in pixels."""
+    return CoreLabel(text=text, font_size=font_size, font_name=font_name).get_extents(text)[0]
 
 
 def _lines(text: str, label: Label, width: float) -> list[str]:
@@ -106,8 +106,7 @@ def balance_padding(label: Label) -> list[float]:
     if len(natural) == 2:  # prefer a break after punctuation, if one keeps two lines and is not wider
         for i, ch in enumerate(text[:-2]):
             if ch in BREAK_AFTER:
-                w = CoreLabel(text=text[:i + 1], font_size=label.font_size, font_name=label.font_name).get_extents(
-                    text[:i + 1])[0] + 1
+                w = text_width(text[:i + 1], label.font_size, label.font_name) + 1
                 if hi <= w <= width and len(_lines(text, label, w)) == 2:
                     best = w
                     break

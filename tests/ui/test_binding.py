@@ -15,18 +15,13 @@ from ui.present import Screen
 KIOSK_ENV = {"HCP_UI_TOUCH_GUARD_MS": "0", "HCP_UI_MAINTENANCE_PIN": "2468"}
 
 
-def kiosk_on(open_kiosk, term):
-    """A kiosk on an enrolled terminal: the pairing comes with the core's snapshot."""
-    return open_kiosk.on(term)
-
-
 def title(d) -> str:
     return d.widget.bar.title.text if d.widget is not None and d.widget.bar is not None else ""
 
 
 def test_pairing_and_a_move_show_the_new_window_and_its_qr_codes_without_a_restart(site, enrol, open_kiosk):
     t = enrol("kq1", **KIOSK_ENV)
-    d = kiosk_on(open_kiosk, t)
+    d = open_kiosk.on(t)  # an enrolled terminal: the pairing comes with the core's snapshot
     d.on(Screen.UNPAIRED)
     assert t.cfg.ui.hall_qr_url == ""  # the enrolment file has none: the binding brings it
     site.prov.pair(code_of(t), "W01", "tester")
@@ -57,7 +52,7 @@ def test_pairing_and_a_move_show_the_new_window_and_its_qr_codes_without_a_resta
 
 def test_re_enrol_asks_first_then_forgets_the_pairing_and_keeps_what_is_queued(site, enrol, open_kiosk):
     t = enrol("re1", **KIOSK_ENV)
-    d = kiosk_on(open_kiosk, t)
+    d = open_kiosk.on(t)
     site.prov.pair(code_of(t), "W01", "tester")
     paired_idle(t, "W01")
     d.on(Screen.IDLE)
