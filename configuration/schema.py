@@ -20,6 +20,11 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 T = TypeVar("T")
 
 
+# A plain-HTTP address a QR code may carry: only to loopback or private addresses (the demo, a LAN trial);
+# anything a citizen scans in production is https://.
+LOCAL_HTTP = r"http://(localhost|127\.[0-9.]+|10\.[0-9.]+|192\.168\.[0-9.]+|172\.(1[6-9]|2[0-9]|3[01])\.[0-9.]+)(:[0-9]+)?/"
+
+
 def opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
         choices: tuple | None = None, pattern: str | None = None, secret: bool = False,
         check: Callable[[Any], Any] | None = None, required: bool = False, key: str | None = None) -> Any:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Mapping
 
 from drivers.config import HardwareSection
+from protocol import qrtoken
 from protocol.values import Channel
-from configuration.schema import ConfigurationError, opt, section
+from configuration.schema import LOCAL_HTTP, ConfigurationError, opt, section
 from configuration.schema import load as load_layers
 from ui.config import UiSection
 
@@ -104,8 +105,9 @@ class CaseSection:
 @dataclass(frozen=True)
 class QrSection:
     url_template: str = opt("https://hcp.example.gov.cn/r?t={token}",
-                            "rating URL for the dynamic QR when the case has none; must contain {token}",
-                            pattern=r"^https://\S*\{token\}\S*$")
+                            "rating URL for the dynamic QR when the case has none; must contain {token}; http:// "
+                            "only to a loopback or private address (the demo, a trial on a LAN)",
+                            pattern=rf"^(https://|{LOCAL_HTTP})\S*\{{token\}}\S*$")
     key_id: str = opt("demo", "id of the center's QR signing key", pattern=r"^[A-Za-z0-9_-]{1,16}$")
     key: str = opt("", "QR signing key, hex (≥ 32 bytes); empty = key_file", secret=True,
                    pattern=r"^([0-9a-fA-F]{64,})?$")
@@ -195,4 +197,4 @@ def check(cfg: Config) -> list[str]:
     return problems
 
 
-DEMO_QR_KEY = bytes.fromhex("64656d6f2d6f6e6c792d6e6f742d666f722d70726f64756374696f6e2d757365")  # "demo-only-…"
+DEMO_QR_KEY = qrtoken.DEMO_KEY  # "demo-only-…", published in docs/protocol.md §10

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from device import ids
+from protocol import ids
 from protocol import codec
 
 log = logging.getLogger(__name__)

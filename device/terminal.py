@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from device import __version__, ids, identity, inputs, machine, pairing, qr
+from device import __version__, identity, inputs, machine, pairing, qr
 from device.account import NOT_OURS, Account
 from device.alarms import Alarms
 from device.case_age import CaseAge
@@ -34,7 +34,7 @@ from device.machine import CaseCleared, CommitFailed, Committed, CommitRating, E
 from device.model import Case
 from device.outbox import Outbox, OutboxError, Record
 from device.port import Snapshot, Watcher
-from protocol import builders, codec
+from protocol import builders, codec, ids
 from protocol.codec import MessageError
 from protocol.topics import Topics
 

@@ -1,7 +1,10 @@
-"""`make run`: the whole loop on one machine — broker, ledger, center simulator and a terminal.
+"""`make run`: the whole loop on one machine — broker, the center service (record, phone pages, SMS
+follow-up), a center simulator (the case system) and a terminal.
 
-Everything lives under ./.demo (outbox, ledger database, logs); Ctrl-C (or closing the window) stops
-all of it. The terminal runs in the foreground:
+Everything lives under ./.demo (outbox, the center's database, SMS spool, logs); Ctrl-C (or closing the
+window) stops all of it. The terminal's QR code opens the real phone page (on this machine; `--lan` serves
+it to phones on the local network); a case that closes unrated leaves an SMS in .demo/center/sms-spool
+with a working link. The terminal runs in the foreground:
 
 - in a Kivy window (`python -m ui`) when a display is there (DISPLAY or WAYLAND_DISPLAY set, or a Pi
   with KMSDRM) and Kivy is installed;
@@ -16,14 +19,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from center.__main__ import lan_address
 from devkit.broker import Broker, free_port
 
 
-DEMO_UI = {"HCP_UI_HALL_QR_URL": "https://hcp.example.gov.cn/hall/demo",
-           "HCP_UI_STAFF_QR_TEMPLATE": "https://hcp.example.gov.cn/staff/{staff}",
-           "HCP_UI_MAINTENANCE_PIN": "2468"}
+DEMO_UI = {"HCP_UI_MAINTENANCE_PIN": "2468"}
 
 
 def choose_view(asked: str, env: dict | None = None, on_pi: bool | None = None) -> str:
@@ -50,31 +53,68 @@ def _bind_demo_terminal() -> list[str]:
         return []
 
 
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> bool:
+    """Until `url` answers (the service is up), or `proc` died, or the time is up."""
+    import urllib.request
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def _hall_url(center_dir: Path, public: str) -> str:
+    """The demo hall's printed code (the center service makes the key on first start)."""
+    from center.service import secret_file
+    from center.web import links
+    key = secret_file(center_dir / "secrets" / "static.key")
+    return links.hall_url(public, links.sign_hall("s1", key, "demo", 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m devkit.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--view", choices=("auto", "kivy", "console"),
                     default=os.environ.get("RATING_DEMO_VIEW", "auto"),
                     help="how the terminal shows itself (default: auto, or $RATING_DEMO_VIEW)")
-    view = choose_view(ap.parse_args(argv).view)
+    ap.add_argument("--lan", action="store_true", help="serve the phone pages on this machine's LAN address, "
+                                                       "so a phone on the same network can scan the QR code")
+    args = ap.parse_args(argv)
+    view = choose_view(args.view)
     root = Path(os.environ.get("RATING_DEMO_DIR", ".demo")).resolve()
     (root / "logs").mkdir(parents=True, exist_ok=True)
     broker = Broker(free_port(), workdir=str(root / "logs")).start()
     py = sys.executable
-    logs = [open(root / "logs" / name, "ab") for name in ("ledger.log", "simulator.log")]
+    web_port = free_port()
+    center_dir = root / "center"
+    public = f"http://{lan_address() if args.lan else '127.0.0.1'}:{web_port}"
+    logs = [open(root / "logs" / name, "ab") for name in ("center.log", "simulator.log")]
     # The center side runs in sessions of its own: Ctrl-C reaches only the terminal, which says goodbye
     # (retained offline status) while the broker is still up; then the rest stops in order.
-    procs = [
-        subprocess.Popen([py, "-m", "center.ledger", "--port", str(broker.port), "--db", str(root / "ledger.db")],
-                         stdout=logs[0], stderr=logs[0], start_new_session=True),
-        subprocess.Popen([py, "-m", "devkit.simulator", "--port", str(broker.port), *_bind_demo_terminal()],
-                         stdout=logs[1], stderr=logs[1], start_new_session=True),
-    ]
+    procs = [subprocess.Popen([py, "-m", "center", "serve", "--demo", "--mqtt-port", str(broker.port),
+                               "--web-port", str(web_port), "--data", str(center_dir),
+                               *(["--lan"] if args.lan else [])],
+                              stdout=logs[0], stderr=logs[0], start_new_session=True)]
+    if not _wait_http(f"http://127.0.0.1:{web_port}/healthz", procs[0]):
+        broker.stop()
+        print(f"demo: the center service did not start; see {root / 'logs' / 'center.log'}", file=sys.stderr)
+        return 1
+    procs.append(subprocess.Popen(
+        [py, "-m", "devkit.simulator", "--port", str(broker.port), *_bind_demo_terminal(),
+         "--feed", f"http://127.0.0.1:{web_port}", "--feed-key-file", str(center_dir / "secrets" / "feed.key")],
+        stdout=logs[1], stderr=logs[1], start_new_session=True))
     env = {**os.environ, "HCP_MQTT_PORT": str(broker.port), "HCP_DEVICE_DATA_DIR": str(root / "terminal"),
            "HCP_DEVICE_LOG_LEVEL": os.environ.get("HCP_DEVICE_LOG_LEVEL", "WARNING"),
            "HCP_CENTER_ID": "demo", "HCP_CENTER_WINDOW": "W01",
+           "HCP_QR_URL_TEMPLATE": f"{public}/r?t={{token}}",
+           "HCP_UI_HALL_QR_URL": _hall_url(center_dir, public),
            "HCP_QR_DEMO": "true"}  # the published demo key, asked for explicitly (never a default)
-    print(f"demo: broker on 127.0.0.1:{broker.port}; logs and data in {root}; Ctrl-C stops everything")
+    print(f"demo: broker on 127.0.0.1:{broker.port}; phone pages on {public} (the terminal's QR code opens "
+          f"them); SMS follow-ups land in {center_dir / 'sms-spool'}; logs and data in {root}; Ctrl-C stops "
+          "everything")
     if view == "kivy":
         env = {**{k: v for k, v in DEMO_UI.items() if k not in os.environ}, **env}
         print("demo: the terminal opens in a Kivy window (--view console for the text view); maintenance: "
@@ -89,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         term.send_signal(signal.SIGINT)
         term.wait()
     finally:
-        for p in reversed(procs):  # simulator, then ledger
+        for p in reversed(procs):  # simulator, then the center service
             p.send_signal(signal.SIGTERM)
         for p in procs:
             try:

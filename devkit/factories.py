@@ -9,7 +9,7 @@ import random
 from datetime import datetime
 from typing import Sequence
 
-from device import ids
+from protocol import ids
 from device.machine import RatingDraft
 from device.model import Case, Catalog, Reason, Staff
 from protocol import VERSION, builders

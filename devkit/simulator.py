@@ -1,6 +1,7 @@
-"""A center simulator for the demo: publishes the reason catalog and the staff on duty, then opens
-cases at a window one after another, closing each when it is rated or when its time is up.
-Sometimes the applicant "rates on the phone" instead (the case turns `rated`). On every reconnect it
+"""A center simulator for the demo (the case system): publishes the reason catalog and the staff on duty,
+then opens cases at a window one after another, closing each when it is rated (at the terminal, or on a
+phone: the center service then publishes the case `rated`) or when its time is up. With `--feed` it hands
+each case's applicant phone number to the center service (for the SMS follow-up). On every reconnect it
 publishes the window's current state again; `--bind DEVICE` publishes that terminal's binding."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.request
 from datetime import datetime
 
 import paho.mqtt.client as mqtt
@@ -35,8 +37,9 @@ def now() -> str:
 
 class Simulator:
     def __init__(self, host: str, port: int, center: str, window: str, hold_s: float, gap_s: float,
-                 bind: tuple[str, ...] = ()):
+                 bind: tuple[str, ...] = (), feed: str = "", feed_key: str = ""):
         self.center, self.window, self.hold_s, self.gap_s = center, window, hold_s, gap_s
+        self.feed, self.feed_key = feed.rstrip("/"), feed_key
         self.topics = topics.Topics(center, window, "+")
         self.bind = bind
         self.rated: set[str] = set()
@@ -55,7 +58,7 @@ class Simulator:
         older snapshot may have brought back an older case; this supersedes it."""
         if reason.is_failure:
             return
-        client.subscribe(f"{topics.PREFIX}/{self.center}/device/+/rating", qos=1)
+        client.subscribe([(f"{topics.PREFIX}/{self.center}/device/+/rating", 1), (self.topics.case, 1)])
         with self._lock:
             current = list(self.state.items())
         for topic, (body, expiry) in current:
@@ -64,12 +67,35 @@ class Simulator:
             log.info("re-published the state of %s (%d messages)", self.window, len(current))
 
     def _on_rating(self, client, userdata, msg) -> None:
+        """A rating of one of our cases (terminal), or the center publishing a case `rated` (a phone)."""
         try:
-            case = json.loads(msg.payload).get("case")
+            body = json.loads(msg.payload) if msg.payload else {}
         except ValueError:
             return
-        if case:
+        case = body.get("case")
+        if msg.topic == self.topics.case:
+            if body.get("state") == "rated" and isinstance(case, dict):
+                self.rated.add(case.get("id"))
+                with self._lock:  # the current case is rated now: re-published as such after a reconnect
+                    kept = self.state.get(msg.topic)
+                    if kept and kept[0].get("case", {}).get("id") == case.get("id"):
+                        self.state[msg.topic] = ({**kept[0], "state": "rated"}, kept[1])
+        elif isinstance(case, str):
             self.rated.add(case)
+
+    def give_contact(self, case_id: str) -> None:
+        """The applicant's phone number to the center service only (never on MQTT): a made-up number."""
+        if not self.feed:
+            return
+        body = json.dumps({"phone": f"139{random.randrange(10**8):08d}"}).encode()
+        req = urllib.request.Request(f"{self.feed}/api/v1/contacts/{self.center}/{case_id}", data=body, method="PUT",
+                                     headers={"Authorization": f"Bearer {self.feed_key}",
+                                              "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5):
+                pass
+        except OSError as e:
+            log.warning("could not give the center the contact of %s: %s", case_id, e)
 
     def send(self, topic: str, body: dict, retain: bool = True, expiry: int = 0) -> None:
         """Publish; a retained message is also remembered and re-published on every reconnect."""
@@ -100,19 +126,15 @@ class Simulator:
             body = self.case(n)
             cid = body["case"]["id"]
             log.info("case %s opened at %s", cid, self.window)
+            self.give_contact(cid)
             self.send(self.topics.case, body, expiry=CASE_EXPIRY_S)
             end = time.monotonic() + self.hold_s
-            phone = random.random() < 0.15
             while time.monotonic() < end and cid not in self.rated and not stop.is_set():
-                if phone and time.monotonic() > end - self.hold_s / 2:
-                    self.send(self.topics.case, {**body, "state": "rated", "rated_channel": "qr"}, expiry=CASE_EXPIRY_S)
-                    log.info("case %s rated on the phone", cid)
-                    break
                 stop.wait(0.2)
             if stop.is_set():
                 return
             if cid in self.rated:
-                log.info("case %s rated at the terminal", cid)
+                log.info("case %s rated", cid)
                 stop.wait(3)
             self.send(self.topics.case, {**body, "state": "closed", "closed_at": now()}, expiry=CASE_EXPIRY_S)
             if stop.wait(self.gap_s):
@@ -138,12 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bind", action="append", default=[], metavar="DEVICE",
                     help="publish an active binding of this device to the window (as provisioning would), "
                          "so the ledger can check its ratings; repeatable")
+    ap.add_argument("--feed", default="", help="the center service's address: each case's (made-up) applicant "
+                                               "phone number goes there, for the SMS follow-up")
+    ap.add_argument("--feed-key-file", help="file holding the feed key (hex)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s simulator: %(message)s")
+    feed_key = open(args.feed_key_file).read().strip() if args.feed_key_file else ""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    Simulator(args.host, args.port, args.center, args.window, args.hold, args.gap, tuple(args.bind)).run(stop)
+    Simulator(args.host, args.port, args.center, args.window, args.hold, args.gap, tuple(args.bind),
+              args.feed, feed_key).run(stop)
     return 0
 
 

@@ -21,6 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 TOKEN_VERSION = "1"
+# The published demo key (ASCII "demo-only-not-for-production-use", key id `demo`): `make run` signs and
+# verifies with it when asked explicitly (terminal `qr.demo = true`, center service `--demo`). Never in production.
+DEMO_KEY_ID = "demo"
+DEMO_KEY = bytes.fromhex("64656d6f2d6f6e6c792d6e6f742d666f722d70726f64756374696f6e2d757365")
 TAG_BYTES = 16
 SEP = "~"
 _ID = r"[A-Za-z0-9_-]{1,32}"

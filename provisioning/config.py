@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from configuration.schema import ConfigurationError, internal, merge, missing, opt, read_toml, resolve_paths, section
 
@@ -108,7 +109,9 @@ class ConsoleSection:
 
 @dataclass(frozen=True)
 class LedgerSection:
-    db: Path = opt(Path("ledger.db"), "the ledger's SQLite database")
+    db: Path = opt(Path("ledger.db"), "the ledger's SQLite database (one hall)")
+    url: str = opt("", "a database URL instead, e.g. postgresql+psycopg://hcp@db.example/hcp (a district); "
+                   "empty = the SQLite file `db`", secret=True, pattern=r"^((sqlite|postgresql(\+psycopg)?)://\S+)?$")
     account: str = opt("ledger", "its broker account (the password is in [accounts] secrets_dir)",
                        pattern=r"^[A-Za-z0-9_-]{1,32}$")
     mqtt_host: str = opt("", "broker host; empty = 127.0.0.1 for the loopback listener, [broker] host for the "
@@ -117,6 +120,54 @@ class LedgerSection:
                          min=0, max=65535)
     mqtt_version: str = opt("5", "MQTT version: 5, or 3.1.1 (no reason codes; receipts are the only "
                             "acknowledgement)", choices=("5", "3.1.1"))
+
+
+@dataclass(frozen=True)
+class WebSection:
+    bind: str = opt("127.0.0.1", "address of the center service's web server (the phone pages); put a TLS "
+                    "reverse proxy in front")
+    port: int = opt(8090, "its port", min=1, max=65535)
+    public_url: str = opt("https://hcp.example.gov.cn", "the address citizens' phones reach it at (SMS links, "
+                          "printed staff and hall codes); the dynamic QR's is [qr] url_template",
+                          pattern=r"^https?://[^\s/]+(/\S*)?$")
+    https: bool = opt(True, "served over HTTPS (by the proxy): Secure cookies and HSTS")
+    forwarded_allow_ips: str = opt("127.0.0.1", "addresses of the reverse proxies whose X-Forwarded-For is "
+                                   "believed (the per-address limits of the staff and hall codes need the "
+                                   "citizen's address, not the proxy's)")
+    photo_dir: Path = opt(Path("photos"), "where phone photos are kept (re-encoded; never served)")
+    cookie_secret_file: Path = opt(Path("secrets/web-cookie.key"), "hex key signing the phone cookie (made on "
+                                   "first start when missing, mode 0600)")
+    static_key_id: str = opt("s1", "id of the key signing the printed staff and hall codes",
+                             pattern=r"^[A-Za-z0-9_-]{1,16}$")
+    static_key_file: Path = opt(Path("secrets/static.key"), "hex key (≥ 32 bytes) signing the printed codes "
+                                "(made on first start when missing; changing it voids every printed card)")
+    feed_key_file: Path = opt(Path("secrets/feed.key"), "hex key the case system presents (Bearer) when it "
+                              "hands over an applicant's phone number (made on first start when missing)")
+    staff_per_phone_h: int = opt(12, "a phone may rate one staff member once in this many hours", min=0,
+                                 max=24 * 30)
+    staff_per_address_per_h: int = opt(20, "ratings of one staff member from one address per hour", min=1,
+                                       max=100_000)
+    hall_per_phone_h: int = opt(24, "a phone may rate the hall once in this many hours", min=0, max=24 * 30)
+    hall_per_address_per_h: int = opt(60, "hall ratings from one address per hour", min=1, max=100_000)
+
+
+@dataclass(frozen=True)
+class SmsSection:
+    enabled: bool = opt(True, "send the SMS follow-up (短信补评) for cases closed unrated")
+    gateway: str = opt("file", "`file`: write each message to spool_dir (a provider adapter picks them up); "
+                       "`webhook`: POST it, signed, to webhook_url", choices=("file", "webhook"))
+    spool_dir: Path = opt(Path("sms-spool"), "the file gateway's folder")
+    webhook_url: str = opt("", "the webhook gateway's address (required with gateway = webhook)",
+                           pattern=r"^(https?://\S+)?$")
+    webhook_secret_file: Path | None = opt(None, "file holding the webhook's HMAC secret (required with "
+                                           "gateway = webhook)")
+    signature: str = opt("政务服务", "the registered SMS signature, shown as 【…】", pattern=r"^[^【】]{1,12}$")
+    delay_min: int = opt(10, "minutes after a case closed unrated before the SMS", min=0, max=7 * 24 * 60)
+    hours: str = opt("08:00-20:00", "sending hours (center's local time); later messages wait for the next "
+                     "morning", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$")
+    timezone: str = opt("Asia/Shanghai", "the center's time zone")
+    link_days: int = opt(7, "an SMS link stops working this many days after it is sent (and at once when the "
+                         "case is rated)", min=1, max=90)
 
 
 @dataclass(frozen=True)
@@ -130,6 +181,8 @@ class Staff:
     id: str = opt("", "staff id", pattern=ID, required=True)
     name: str = opt("", "name shown on the terminal (≤ 32 characters)", pattern=r"^.{1,32}$", required=True)
     number: str = opt("", "work number (工号, ≤ 16 characters)", pattern=r"^.{0,16}$")
+    title: str = opt("", "title printed on the staff code card (e.g. 综合受理员, ≤ 32 characters)",
+                     pattern=r"^.{0,32}$")
 
     def message(self) -> dict:
         return {"id": self.id, "name": self.name, **({"number": self.number} if self.number else {})}
@@ -154,6 +207,8 @@ class CenterConfig:
     console: ConsoleSection = section(ConsoleSection)
     ledger: LedgerSection = section(LedgerSection)
     accounts: AccountsSection = section(AccountsSection)
+    web: WebSection = section(WebSection)
+    sms: SmsSection = section(SmsSection)
     windows: tuple[Window, ...] = opt((), "the windows of the center", key="window")
     path: Path = internal(Path())  # the center file itself
 
@@ -209,6 +264,17 @@ def _whole(cfg: CenterConfig) -> list[str]:
             problems.append("bridge.restart_timeout_min_s: must not exceed restart_timeout_max_s")
         if bool(b.certfile) != bool(b.keyfile):
             problems.append("bridge.keyfile: certfile and keyfile go together")
+    if cfg.sms.enabled and cfg.sms.gateway == "webhook":
+        for key in ("webhook_url", "webhook_secret_file"):
+            if not getattr(cfg.sms, key):
+                problems.append(f"sms.{key}: required with gateway = webhook")
+    try:
+        ZoneInfo(cfg.sms.timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        problems.append(f"sms.timezone: unknown time zone {cfg.sms.timezone!r} (e.g. Asia/Shanghai)")
+    start, _, end = cfg.sms.hours.partition("-")
+    if start >= end:
+        problems.append(f"sms.hours: the start {start} must be before the end {end}")
     if bool(cfg.console.tls_cert) != bool(cfg.console.tls_key):
         problems.append("console.tls_key: tls_cert and tls_key go together")
     return problems

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from configuration.schema import opt
+from configuration.schema import LOCAL_HTTP, opt
 
 
 @dataclass(frozen=True)
@@ -18,9 +18,10 @@ class UiSection:
                                pattern=r"^([0-9]{4,12})?$")
     maintenance_timeout_s: int = opt(120, "the maintenance screen closes after this long untouched", min=15,
                                      max=3600)
-    hall_qr_url: str = opt("", "hall rating QR (大厅评价) URL; empty = not shown", pattern=r"^(https://\S+)?$")
+    hall_qr_url: str = opt("", "hall rating QR (大厅评价) URL; empty = not shown; http:// only to a loopback or "
+                           "private address", pattern=rf"^((https://|{LOCAL_HTTP})\S+)?$")
     staff_qr_template: str = opt("", "staff rating QR (人员评价) URL with {staff} for the staff id; empty = "
-                                 "not shown", pattern=r"^(https://\S*\{staff\}\S*)?$")
+                                 "not shown", pattern=rf"^((https://|{LOCAL_HTTP})\S*\{{staff\}}\S*)?$")
     panel_dpi: float = opt(0.0, "panel pixels per inch; 0 = from the window size and panel_diagonal_in",
                            min=0, max=600)
     panel_diagonal_in: float = opt(7.0, "panel diagonal in inches (7 = the 800×480 DSI touchscreen)", min=2,

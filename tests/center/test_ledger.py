@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from sqlalchemy import event
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from center.ledger import Ledger, gaps, main as ledger_main, query
-from device import ids, machine
+from device import machine
+from protocol import ids
 from device.model import Case
 from devkit import factories
 from devkit.broker import Broker, free_port
@@ -165,6 +167,7 @@ def test_a_huge_seq_is_refused_and_the_ledger_goes_on(ledger, center):
 def test_a_record_the_database_refuses_is_rejected_and_the_rest_of_its_batch_is_stored(ledger, center):
     """Any per-record failure (here a real SQLite refusal) refuses that record only: a savepoint per record."""
     center.case("SH77")
+    wait_for(lambda: query(ledger.db_path, "SELECT 1 FROM cases WHERE case_id='SH77'"), what="the case stored")
     hostile, genuine = rating(), rating(device="d2")
     db = sqlite3.connect(ledger.db_path)
     db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON ratings WHEN NEW.id = '{hostile['id']}' "
@@ -305,7 +308,7 @@ def test_an_old_ledger_database_gets_the_new_columns_and_keeps_its_rows(tmp_path
         INSERT INTO events VALUES ('e1','C1','W01','d1','t','alarm',NULL,NULL,NULL,0);
     """)
     old.close()
-    Ledger(tmp_path / "ledger.db").db.close()  # opening migrates
+    Ledger(tmp_path / "ledger.db").stop()  # opening migrates (Alembic adopts the old file)
     cols = {t: [r[1] for r in query(tmp_path / "ledger.db", f"PRAGMA table_info({t})")] for t in ("ratings", "events")}
     assert {"seq", "alarm", "detail"} <= set(cols["events"]) and "flags" in cols["ratings"]
     assert query(tmp_path / "ledger.db", "SELECT id, first FROM ratings") == [("r1", 1)]
@@ -361,12 +364,9 @@ def test_the_ledger_waits_for_a_broker_that_is_down_at_start(tmp_path):
 
 def test_a_receipt_is_never_published_before_its_transaction_committed(ledger, broker, center):
     """An observer opens the database read-only on every receipt and must find the record there.
-    COMMIT is held back a little (a trace hook on the ledger's own connection), so a receipt sent
-    before its commit would reach the observer first."""
-    def slow_commit(sql: str) -> None:
-        if sql.strip().upper() == "COMMIT":
-            time.sleep(0.3)
-    ledger.db.set_trace_callback(slow_commit)
+    COMMIT is held back a little (a hook on the ledger's own engine, run before the commit is sent), so a
+    receipt sent before its commit would reach the observer first."""
+    event.listen(ledger.store.engine, "commit", lambda conn: time.sleep(0.3))
     missing: list[str] = []
     seen: list[str] = []
     obs = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="receipt-observer", protocol=mqtt.MQTTv5)

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from device import ids
+from protocol import ids
 from devkit.broker import free_port
 from devkit.waiting import wait_for
 from provisioning import acl

@@ -1,4 +1,4 @@
-"""Time-ordered ids (UUIDv7, RFC 9562) and wall-clock stamps for records made on the terminal."""
+"""Time-ordered record ids (UUIDv7, RFC 9562) and wall-clock stamps, for every record maker (terminals, the center)."""
 from __future__ import annotations
 
 import os

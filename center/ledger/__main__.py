@@ -1,0 +1,5 @@
+import sys
+
+from center.ledger.intake import main
+
+sys.exit(main())

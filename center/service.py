@@ -1,0 +1,205 @@
+"""The center service, assembled: the record (SQLite or PostgreSQL), the MQTT intake and its receipts, the
+notices sender, the phone pages (uvicorn), the SMS worker. `python -m center serve --center-file center.toml`
+on a center; `python -m center serve --demo …` for `make run` and the tests.
+
+This is the only place that knows all the parts; each part knows only the ones it is given.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+
+from center.desk import Desk, StaticLimits
+from center.ledger.intake import Ledger
+from center.ledger.record import Record, upsert
+from center.notices import NoticeSender
+from center.sms.gateway import FileGateway, Gateway, WebhookGateway
+from center.sms.schedule import SmsPolicy
+from center.sms.worker import SmsWorker
+from center.store import Store
+from center.store.tables import centers, staff
+from center.web.app import create_app
+from center.web.feed import feed_router
+from center.web.server import WebServer, free_port
+from center.web.settings import WebSettings
+from protocol import qrtoken
+
+log = logging.getLogger("center")
+
+
+@dataclass(frozen=True)
+class StaffEntry:
+    id: str
+    name: str
+    number: str = ""
+    window: str = ""
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """Everything the service runs with (from the center file, or the demo's flags)."""
+    center: str
+    center_name: str
+    db: str                                  # SQLite path or database URL
+    data_dir: Path                           # the demo's generated secrets; photos and the spool by default
+    photo_dir: Path | None = None            # default: data_dir/photos
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_ca: str | None = None
+    mqtt_version: str = "5"
+    client_id: str = "center-service"
+    web_bind: str = "127.0.0.1"
+    web_port: int = 8090
+    public_url: str = "http://127.0.0.1:8090"
+    https: bool = False
+    forwarded_allow_ips: str = "127.0.0.1"
+    qr_keys: dict[str, bytes] = field(default_factory=dict)
+    static_key_id: str = "s1"
+    static_key: bytes = b""
+    cookie_secret: bytes = b""
+    feed_key: bytes = b""                    # the case system's key for the contact feed; empty: no feed
+    limits: StaticLimits = StaticLimits()
+    sms: SmsPolicy | None = SmsPolicy()      # None: no SMS follow-up
+    gateway: Gateway | None = None           # default: the file gateway in data_dir/sms-spool
+    sms_signature: str = "政务服务"
+    roster: tuple[StaffEntry, ...] = ()      # staff known before anyone was on duty (titles for the cards)
+
+
+class CenterService:
+    def __init__(self, o: ServiceOptions):
+        self.options = o
+        o.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(o.db)
+        self.record = Record(self.store, sms_policy=o.sms, tz=o.sms.tz if o.sms else "Asia/Shanghai")
+        seed(self.store, o)
+        mqtt = dict(username=o.mqtt_username, password=o.mqtt_password, mqtt_version=o.mqtt_version)
+        self.ledger = Ledger(self.record, o.mqtt_host, o.mqtt_port, o.center, client_id=o.client_id, **mqtt)
+        if o.mqtt_ca:
+            self.ledger.client.tls_set(ca_certs=o.mqtt_ca)
+        self.notices = NoticeSender(self.store, o.mqtt_host, o.mqtt_port, ca=o.mqtt_ca,
+                                    client_id=f"{o.client_id}-notices", **mqtt)
+        self.desk = Desk(self.record, limits=o.limits, on_stored=self.notices.wake)
+        self.settings = WebSettings(
+            centers=frozenset({o.center}), qr_keys=dict(o.qr_keys), static_keys={o.static_key_id: o.static_key},
+            photo_dir=o.photo_dir or o.data_dir / "photos", cookie_secret=o.cookie_secret, public_base=o.public_url,
+            https=o.https)
+        self.app = create_app(self.desk, self.settings)
+        if o.feed_key:
+            self.app.include_router(feed_router(self.record, o.feed_key))
+        self.web = WebServer(self.app, host=o.web_bind, port=o.web_port, proxy_headers=True,
+                             forwarded_allow_ips=o.forwarded_allow_ips, server_header=False)
+        self.sms = None
+        if o.sms is not None:
+            gateway = o.gateway or FileGateway(o.data_dir / "sms-spool")
+            self.sms = SmsWorker(self.store, gateway, o.sms, o.public_url, o.sms_signature)
+
+    def start(self) -> "CenterService":
+        self.ledger.start()
+        self.notices.start()
+        if self.sms:
+            self.sms.start()
+        self.web.start()
+        log.info("center service for %s: phone pages on http://%s:%d (public %s)", self.options.center,
+                 self.options.web_bind, self.web.port, self.options.public_url)
+        return self
+
+    def health(self) -> str | None:
+        return self.ledger.health()
+
+    def stop(self) -> None:
+        self.web.stop()
+        if self.sms:
+            self.sms.stop()
+        self.notices.stop()
+        self.ledger.stop()
+        self.store.close()
+
+
+def seed(store: Store, o: ServiceOptions) -> None:
+    """The center's own row (the hall code) and its roster; what duty and cases publish adds to it."""
+    import time
+    now = time.time()
+    with store.write() as conn:
+        upsert(conn, centers, dict(center=o.center, name=o.center_name, updated=now), ("center",))
+        for s in o.roster:
+            row = dict(center=o.center, staff_id=s.id, name=s.name, updated=now)
+            row.update({k: v for k, v in (("number", s.number), ("window", s.window), ("title", s.title)) if v})
+            upsert(conn, staff, row, ("center", "staff_id"))
+
+
+def secret_file(path: Path, nbytes: int = 32) -> bytes:
+    """A hex key from `path`, made (0600, in a 0700 folder) when it is not there yet."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "x", opener=lambda p, f: __import__("os").open(p, f, 0o600)) as fh:
+            fh.write(secrets.token_hex(nbytes) + "\n")
+        tmp.replace(path)
+        log.info("made a new key in %s", path)
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) < 32:
+        raise ValueError(f"{path}: a key needs at least 32 bytes (64 hex digits)")
+    return key
+
+
+def demo_options(data_dir: Path, mqtt_port: int, web_port: int = 0, center: str = "demo", bind: str = "127.0.0.1",
+                 public_url: str = "") -> ServiceOptions:
+    """`make run` and the tests: the published demo QR key, keys made in data_dir, SMS any time of day
+    after 30 s (so the demo shows one), a loopback broker without accounts."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    web_port = web_port or free_port(bind)
+    return ServiceOptions(
+        center=center, center_name="演示政务服务中心", db=str(data_dir / "ledger.db"), data_dir=data_dir,
+        mqtt_port=mqtt_port, web_bind=bind, web_port=web_port,
+        public_url=public_url or f"http://127.0.0.1:{web_port}",
+        qr_keys={qrtoken.DEMO_KEY_ID: qrtoken.DEMO_KEY},
+        static_key=secret_file(data_dir / "secrets" / "static.key"),
+        cookie_secret=secret_file(data_dir / "secrets" / "web-cookie.key"),
+        feed_key=secret_file(data_dir / "secrets" / "feed.key"),
+        sms=SmsPolicy(delay_s=30, start="00:00", end="23:59"))
+
+
+def options_from_center_file(path: str | Path) -> ServiceOptions:
+    """The service as the center file says (docs/center-file.md); raises CenterConfigError / OSError."""
+    from provisioning import config as center_config
+    cfg = center_config.load(path)
+    host, port, ca = cfg.service_broker(cfg.ledger.mqtt_host, cfg.ledger.mqtt_port)
+    secret = cfg.secret_file(cfg.ledger.account)
+    if not secret.exists():
+        raise OSError(f"{secret}: no password for the {cfg.ledger.account} account (made by "
+                      "`python -m provisioning --center ... broker-config`)")
+    w, s = cfg.web, cfg.sms
+    start, _, end = s.hours.partition("-")
+    policy = SmsPolicy(delay_s=s.delay_min * 60, start=start, end=end, tz=s.timezone,
+                       link_ttl_s=s.link_days * 86400) if s.enabled else None
+    gateway: Gateway | None = None
+    if s.enabled and s.gateway == "webhook":
+        gateway = WebhookGateway(s.webhook_url, s.webhook_secret_file.read_bytes().strip())
+    elif s.enabled:
+        gateway = FileGateway(s.spool_dir)
+    roster = tuple(StaffEntry(st.id, st.name, st.number, win.id, st.title) for win in cfg.windows for st in win.staff)
+    return ServiceOptions(
+        center=cfg.center.id, center_name=cfg.center.name or cfg.center.id,
+        db=cfg.ledger.url or str(cfg.ledger.db), data_dir=w.photo_dir.parent, photo_dir=w.photo_dir, mqtt_host=host, mqtt_port=port,
+        mqtt_username=cfg.ledger.account, mqtt_password=secret.read_text().strip(),
+        mqtt_ca=str(ca) if ca else None, mqtt_version=cfg.ledger.mqtt_version, web_bind=w.bind, web_port=w.port,
+        public_url=w.public_url.rstrip("/"), https=w.https, forwarded_allow_ips=w.forwarded_allow_ips,
+        qr_keys={cfg.qr.key_id: cfg.qr_key()}, static_key_id=w.static_key_id,
+        static_key=secret_file(w.static_key_file), cookie_secret=secret_file(w.cookie_secret_file),
+        feed_key=secret_file(w.feed_key_file),
+        limits=StaticLimits(staff_per_client_s=w.staff_per_phone_h * 3600,
+                            staff_per_addr_hour=w.staff_per_address_per_h,
+                            hall_per_client_s=w.hall_per_phone_h * 3600, hall_per_addr_hour=w.hall_per_address_per_h),
+        sms=policy, gateway=gateway, sms_signature=s.signature, roster=roster)
+
+
+def staff_rows(store: Store, center: str) -> list:
+    with store.read() as conn:
+        return conn.execute(select(staff).where(staff.c.center == center).order_by(staff.c.staff_id)).all()
