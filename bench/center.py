@@ -50,6 +50,9 @@ async def bare_app(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
+from center.web.server import SERVER_OPTIONS  # noqa: E402 - the service's own server settings
+
+
 class Uvicorn:
     """`python -m uvicorn <app>` in a child process on a free loopback port; `.url`, `.stop()`.
 
@@ -61,7 +64,8 @@ class Uvicorn:
                  access_log: bool = False, log: Path | None = None):
         self.port = free_port()
         self.cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
-                    "--log-level", "warning", "--lifespan", lifespan]
+                    "--log-level", "warning", "--lifespan", lifespan,
+                    *(a for k, v in SERVER_OPTIONS.items() for a in (f"--{k}", v))]  # as the service serves
         if factory:
             self.cmd.append("--factory")
         if not access_log:

@@ -53,6 +53,13 @@ INSERT_BINDING = insert(bindings)
 CASE_AS_PUBLISHED = select(cases.c.window, cases.c.staff).where(and_(cases.c.center == _P("center"),
                                                                      cases.c.case_id == _P("case")))
 EVENT_EXISTS = select(events.c.id).where(events.c.id == _P("id"))
+# (an UPDATE's own columns are reserved bind names: hence b_…)
+CASE_NOW_RATED = (update(cases).where(cases.c.center == _P("b_center"), cases.c.case_id == _P("b_case"))
+                  .values(state="rated", updated=_P("b_now")))
+_SEQ = and_(sequences.c.center == _P("b_center"), sequences.c.device == _P("b_device"))
+NEXT_SEQ = update(sequences).where(_SEQ).values(last=sequences.c.last + 1).returning(sequences.c.last)
+INSERT_SEQ = insert(sequences)
+INSERT_NOTICE = insert(notices)
 INSERT_EVENT = insert(events)
 
 
@@ -242,8 +249,7 @@ class Record:
         """A case's first rating: no SMS owed any more; a center channel's also tells the terminal."""
         from center.sms import jobs
         jobs.cancel(conn, m["center"], m["case"], now)
-        conn.execute(update(cases).where(and_(cases.c.center == m["center"], cases.c.case_id == m["case"]))
-                     .values(state="rated", updated=now))
+        conn.execute(CASE_NOW_RATED, {"b_center": m["center"], "b_case": m["case"], "b_now": now})
         if announce:
             self._offer(conn, m, now)
             body = {"v": 1, "type": "case", "center": m["center"], "window": m["window"], "state": "rated",
@@ -257,19 +263,17 @@ class Record:
 
     def next_seq(self, conn: Connection, center: str, device: str = WEB_DEVICE) -> int:
         """The next number of the center's own records (one sequence per center, like a terminal's)."""
-        cond = and_(sequences.c.center == center, sequences.c.device == device)
-        got = conn.execute(update(sequences).where(cond).values(last=sequences.c.last + 1)
-                           .returning(sequences.c.last)).scalar()
+        key = {"b_center": center, "b_device": device}
+        got = conn.execute(NEXT_SEQ, key).scalar()
         if got is None:
             sp = conn.begin_nested()
             try:
-                conn.execute(insert(sequences).values(center=center, device=device, last=1))
+                conn.execute(INSERT_SEQ, {"center": center, "device": device, "last": 1})
                 sp.commit()
                 return 1
             except exc.IntegrityError:  # another writer made the row first
                 sp.rollback()
-                got = conn.execute(update(sequences).where(cond).values(last=sequences.c.last + 1)
-                                   .returning(sequences.c.last)).scalar()
+                got = conn.execute(NEXT_SEQ, key).scalar()
         return int(got)
 
     def wall_time(self, now: float) -> str:
@@ -399,7 +403,7 @@ class Record:
 
 def notice(conn: Connection, topic: str, body: dict, now: float, retain: bool) -> None:
     """An MQTT message the center owes, written with the change that owes it (center/notices.py sends it)."""
-    conn.execute(insert(notices).values(topic=topic, payload=codec.encode(body), retain=int(retain), created=now))
+    conn.execute(INSERT_NOTICE, {"topic": topic, "payload": codec.encode(body), "retain": int(retain), "created": now})
 
 
 def upsert(conn: Connection, table, row: dict, keys: tuple[str, ...]) -> None:

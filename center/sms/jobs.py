@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, and_, exists, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from center.sms.gateway import Delivery
@@ -78,13 +78,14 @@ def schedule(conn: Connection, center: str, case_id: str, closed_at: float, now:
     return True
 
 
+_CANCEL = (update(sms_jobs).where(sms_jobs.c.center == bindparam("c"), sms_jobs.c.case_id == bindparam("k"),
+                                  sms_jobs.c.state == "pending")
+           .values(state="cancelled", link="", last_error=None))   # built once: it runs with every rating
+
+
 def cancel(conn: Connection, center: str, case_id: str, now: float) -> bool:
     """The case was rated: its pending SMS is not sent. Whether one was pending."""
-    done = conn.execute(update(sms_jobs)
-                        .where(sms_jobs.c.center == center, sms_jobs.c.case_id == case_id,
-                               sms_jobs.c.state == "pending")
-                        .values(state="cancelled", link="", last_error=None))
-    return done.rowcount == 1
+    return conn.execute(_CANCEL, {"c": center, "k": case_id}).rowcount == 1
 
 
 def due(conn: Connection, now: float, limit: int = 50) -> list[DueJob]:

@@ -359,10 +359,13 @@ async def _post(request: Request, resolve: Callable[[Phone, FormData], Target | 
 
 
 router = APIRouter()
+# The pages are `async def` and call the Desk directly: a page is a few indexed reads on a local
+# database (well under a millisecond), cheaper than the hop to a worker thread and back. Submits, which
+# re-encode photos and wait for a durable commit, go to the thread pool (`_post`).
 
 
 @router.get("/r")
-def qr_page(request: Request, t: str = "") -> Response:
+async def qr_page(request: Request, t: str = "") -> Response:
     ph = phone(request)
     return ph.form(ph.resolver.qr(t))
 
@@ -373,7 +376,7 @@ async def qr_submit(request: Request) -> Response:
 
 
 @router.get("/s/{token}")
-def sms_page(request: Request, token: str) -> Response:
+async def sms_page(request: Request, token: str) -> Response:
     ph = phone(request)
     return ph.form(ph.resolver.sms(token))
 
@@ -392,7 +395,7 @@ def _static_page(request: Request, kind: str, token: str) -> Response:
 
 
 @router.get("/p/s/{token}")
-def staff_page(request: Request, token: str) -> Response:
+async def staff_page(request: Request, token: str) -> Response:
     return _static_page(request, "staff", token)
 
 
@@ -402,7 +405,7 @@ async def staff_submit(request: Request, token: str) -> Response:
 
 
 @router.get("/p/h/{token}")
-def hall_page(request: Request, token: str) -> Response:
+async def hall_page(request: Request, token: str) -> Response:
     return _static_page(request, "hall", token)
 
 
@@ -412,7 +415,7 @@ async def hall_submit(request: Request, token: str) -> Response:
 
 
 @router.get("/thanks")
-def thanks(request: Request, c: str = "") -> Response:
+async def thanks(request: Request, c: str = "") -> Response:
     ph = phone(request)
     name = _center_name(ph.desk, c) if c in ph.settings.centers else GENERIC_NAME
     return ph.pages.notice("thanks", center_name=name)
