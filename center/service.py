@@ -191,7 +191,7 @@ def options_from_center_file(path: str | Path) -> ServiceOptions:
         mqtt_username=cfg.ledger.account, mqtt_password=secret.read_text().strip(),
         mqtt_ca=str(ca) if ca else None, mqtt_version=cfg.ledger.mqtt_version, web_bind=w.bind, web_port=w.port,
         public_url=w.public_url.rstrip("/"), https=w.https, forwarded_allow_ips=w.forwarded_allow_ips,
-        qr_keys={cfg.qr.key_id: cfg.qr_key()}, static_key_id=w.static_key_id,
+        qr_keys=cfg.qr_keys(), static_key_id=w.static_key_id,
         static_key=secret_file(w.static_key_file), cookie_secret=secret_file(w.cookie_secret_file),
         feed_key=secret_file(w.feed_key_file),
         limits=StaticLimits(staff_per_client_s=w.staff_per_phone_h * 3600,

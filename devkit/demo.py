@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--view", choices=("auto", "kivy", "console"),
                     default=os.environ.get("RATING_DEMO_VIEW", "auto"),
                     help="how the terminal shows itself (default: auto, or $RATING_DEMO_VIEW)")
-    ap.add_argument("--lan", action="store_true", help="serve the phone pages on this machine's LAN address, "
-                                                       "so a phone on the same network can scan the QR code")
+    ap.add_argument("--lan", action="store_true", default=os.environ.get("RATING_DEMO_LAN", "") not in ("", "0"),
+                    help="serve the phone pages on this machine's LAN address, so a phone on the same network can "
+                         "scan the QR code (or RATING_DEMO_LAN=1 make run)")
     args = ap.parse_args(argv)
     view = choose_view(args.view)
     root = Path(os.environ.get("RATING_DEMO_DIR", ".demo")).resolve()

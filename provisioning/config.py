@@ -8,6 +8,7 @@ dotted key. Relative paths are taken relative to the center file's own folder.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -41,6 +42,9 @@ class QrSection:
     url_template: str = opt("https://hcp.example.gov.cn/r?t={token}", "rating URL of the dynamic QR; must "
                             "contain {token}", pattern=r"^https://\S*\{token\}\S*$")
     ttl_s: int = opt(86400, "how long a QR token stays valid", min=60, max=30 * 86400)
+    retired: tuple[str, ...] = opt((), "keys replaced by key_id/key_file that the center service still accepts "
+                                   "until the last token they signed has expired (ttl_s after the rotation): "
+                                   "`\"<key id>=<key file>\"` each", check=lambda v: _retired(v))
 
 
 @dataclass(frozen=True)
@@ -219,10 +223,17 @@ class CenterConfig:
         return self.accounts.secrets_dir / f"{account}.password"
 
     def qr_key(self) -> bytes:
-        key = bytes.fromhex(self.qr.key_file.read_text().strip())
-        if len(key) < 32:
-            raise CenterConfigError([f"qr.key_file: {self.qr.key_file} holds fewer than 32 bytes"])
-        return key
+        return _hex_key(self.qr.key_file, "qr.key_file")
+
+    def qr_keys(self) -> dict[str, bytes]:
+        """Every key a dynamic QR token may be signed with, by key id: the current one and the retired ones."""
+        keys = {}
+        for entry in self.qr.retired:
+            key_id, _, path = entry.partition("=")
+            file = Path(path) if Path(path).is_absolute() else self.path.parent / path
+            keys[key_id] = _hex_key(file, "qr.retired")
+        keys[self.qr.key_id] = self.qr_key()
+        return keys
 
     def service_broker(self, host: str, port: int) -> tuple[str, int, Path | None]:
         """(host, port, CA file or None) a center service connects to, from its `mqtt_host`/`mqtt_port`:
@@ -230,6 +241,23 @@ class CenterConfig:
         port = port or self.broker.local_port or self.broker.port
         tls = port == self.broker.port
         return host or (self.broker.host if tls else "127.0.0.1"), port, self.broker.cafile if tls else None
+
+
+def _hex_key(path: Path, key: str) -> bytes:
+    try:
+        value = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as e:
+        raise CenterConfigError([f"{key}: {path}: not a readable hex key ({e})"]) from None
+    if len(value) < 32:
+        raise CenterConfigError([f"{key}: {path} holds fewer than 32 bytes"])
+    return value
+
+
+def _retired(entries: tuple[str, ...]) -> None:
+    for entry in entries:
+        key_id, sep, path = entry.partition("=")
+        if not sep or not path or not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", key_id):
+            raise ValueError(f"{entry!r}: expected \"<key id>=<key file>\"")
 
 
 def load(path: str | Path) -> CenterConfig:

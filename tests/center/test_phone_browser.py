@@ -38,7 +38,9 @@ def browser(tmp_path):
                 f"--window-size={WIDTH},{HEIGHT}", "--lang=zh-CN"):
         opts.add_argument(arg)
     # (the file button's own words come from the browser: English unless Debian's chromium-l10n is installed)
-    drv = webdriver.Chrome(service=Service(DRIVER, log_output=str(tmp_path / "chromedriver.log")), options=opts)
+    # Chromium takes its own UI language (the file button) from the environment on Linux; chromium-l10n has it.
+    service = Service(DRIVER, log_output=str(tmp_path / "chromedriver.log"), env={**os.environ, "LANGUAGE": "zh_CN"})
+    drv = webdriver.Chrome(service=service, options=opts)
     drv.set_page_load_timeout(30)
     phone_viewport(drv, HEIGHT)
     yield drv
