@@ -53,6 +53,10 @@ def _bind_demo_terminal() -> list[str]:
         return []
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> bool:
     """Until `url` answers (the service is up), or `proc` died, or the time is up."""
     import urllib.request
@@ -124,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cmd = [py, "-m", "device", "--config", str(root / "terminal.toml")]
     term = subprocess.Popen(cmd, env=env)
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM to the demo stops everything, as Ctrl-C does
     try:
         term.wait()
     except KeyboardInterrupt:
