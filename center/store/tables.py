@@ -168,3 +168,47 @@ notices = Table(    # MQTT messages the center owes: `rated` cases (retained), r
     Column("sent_at", Float),
 )
 Index("notices_unsent", notices.c.sent_at, notices.c.id)
+
+# ---- the center's staff and systems (issue 11): sign-in, audit, API keys ------------------------------------
+
+users = Table(
+    "users", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("hash", String(200), nullable=False),          # scrypt (provisioning.users.hash_password)
+    Column("role", String(16), nullable=False),           # admin | supervisor | auditor
+    Column("windows", Text),                              # comma-separated; NULL = every window
+    Column("created", Float, nullable=False),
+    Column("disabled", Integer, nullable=False, server_default=text("0")),
+)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),   # sha256 of the cookie: a copy of the db lets nobody in
+    Column("user", String(32), nullable=False), Column("csrf", String(64), nullable=False),
+    Column("created", Float, nullable=False), Column("expires", Float, nullable=False),
+)
+
+attempts = Table(   # failed sign-ins and pairing-code tries, for the limits
+    "attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("what", String(16), nullable=False), Column("who", String(128), nullable=False),
+    Column("at", Float, nullable=False),
+)
+Index("attempts_by_who", attempts.c.what, attempts.c.who, attempts.c.at)
+
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False), Column("who", String(64), nullable=False),
+    Column("action", String(32), nullable=False), Column("target", String(128), nullable=False),
+    Column("detail", Text, nullable=False, server_default=""),
+)
+
+api_keys = Table(   # the case and data APIs' keys: center-wide (windows NULL) or one business system's windows
+    "api_keys", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(32), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("windows", Text),
+    Column("created", Float, nullable=False), Column("revoked", Float),
+)

@@ -87,9 +87,12 @@ class Guard:
 
 def create_app(desk: Desk, settings: WebSettings) -> FastAPI:
     """The phone pages over `desk`, for the centers and keys in `settings`."""
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    # The JSON APIs are documented at /api/openapi.json (no Swagger page: it would load scripts from a CDN).
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
+                  title="好差评 center service API")
     ph = Phone(desk, settings)
     app.state.phone = ph
+    app.state.store = desk.store
     app.add_middleware(Guard, pages=ph.pages, max_body=settings.max_body, https=settings.https)
     app.include_router(router)
 

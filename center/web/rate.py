@@ -358,7 +358,7 @@ async def _post(request: Request, resolve: Callable[[Phone, FormData], Target | 
         await form.close()
 
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # HTML pages: not part of the documented API
 # The pages are `async def` and call the Desk directly: a page is a few indexed reads on a local
 # database (well under a millisecond), cheaper than the hop to a worker thread and back. Submits, which
 # re-encode photos and wait for a durable commit, go to the thread pool (`_post`).
