@@ -212,3 +212,79 @@ api_keys = Table(   # the case and data APIs' keys: center-wide (windows NULL) o
     Column("windows", Text),
     Column("created", Float, nullable=False), Column("revoked", Float),
 )
+
+# ---- bad-rating follow-up (差评整改, issue 11) ------------------------------------------------------------
+
+followups = Table(  # one per followed-up bad rating; the rating itself stays in `ratings` (never the applicant)
+    "followups", metadata,
+    Column("rating_id", String(36), primary_key=True),
+    Column("center", String(32), nullable=False), Column("window", String(32), nullable=False),
+    Column("staff", String(32)), Column("level", String(24), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("opened", Float, nullable=False),
+    Column("state", String(12), nullable=False),      # open | contacted | answered | rectified | closed
+    Column("due_contact", Float, nullable=False), Column("due_answer", Float, nullable=False),
+    Column("due_rectify", Float, nullable=False),
+    Column("contacted_at", Float), Column("answered_at", Float), Column("rectified_at", Float),
+    Column("closed_at", Float),
+    Column("updated", Float, nullable=False), Column("updated_by", String(64), nullable=False),
+)
+Index("followups_by_window", followups.c.center, followups.c.window, followups.c.state)
+Index("followups_by_state", followups.c.state, followups.c.opened)
+
+followup_notes = Table(  # the follow-up's history: every state change and every note, who and when
+    "followup_notes", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rating_id", String(36), nullable=False, index=True),
+    Column("at", Float, nullable=False), Column("who", String(64), nullable=False),
+    Column("action", String(16), nullable=False),     # note | contacted | answered | rectified | closed | reopened
+    Column("text", Text, nullable=False, server_default=""),
+)
+
+alerts = Table(     # outbox: alerts to a window's supervisors (follow-up opened / overdue), drained by a worker
+    "alerts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(80), nullable=False, unique=True),   # idempotency: fu-<kind>-<clock>-<rating_id>
+    Column("kind", String(16), nullable=False),               # opened | overdue
+    Column("center", String(32), nullable=False), Column("window", String(32), nullable=False),
+    Column("rating_id", String(36), nullable=False),
+    Column("body", Text, nullable=False),                     # JSON sent to the gateway (no applicant data)
+    Column("state", String(12), nullable=False),              # pending | sent | failed
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_try", Float, nullable=False),
+    Column("last_error", Text), Column("provider_id", String(128)),
+    Column("created", Float, nullable=False), Column("sent_at", Float),
+)
+Index("alerts_due", alerts.c.state, alerts.c.next_try)
+
+# ---- delivery to the city (issue 11): the ledger is the source of truth for what the city has -------------
+
+city_delivery = Table(   # one row per rating, written in the same transaction as the rating (Record.accept)
+    "city_delivery", metadata,
+    Column("rating_id", String(36), primary_key=True),
+    Column("center", String(32), nullable=False), Column("device", String(32), nullable=False),
+    Column("day", String(10), nullable=False),       # YYYY-MM-DD of the rating's own ts (reconciliation)
+    Column("state", String(12), nullable=False),     # pending | offered | receipted | rejected
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_try", Float, nullable=False),       # offered again from then on unless receipted
+    Column("offered_at", Float), Column("receipted_at", Float),
+    Column("reason", Text),                          # the city's reason for a `rejected`
+    Column("created", Float, nullable=False),
+)
+Index("city_delivery_due", city_delivery.c.state, city_delivery.c.next_try)
+Index("city_delivery_by_day", city_delivery.c.day, city_delivery.c.device)
+
+city_records = Table(    # the city stand-in's store (a Store in city mode: tests, the demo); one row per id
+    "city_records", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("center", String(32), nullable=False), Column("device", String(32), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("record", Text, nullable=False),          # JSON, GB/T 39046 Table 9 field names, as received
+    Column("received", Float, nullable=False),
+)
+Index("city_records_by_day", city_records.c.day, city_records.c.device)
+
+# Indexes for the data API (keyset pagination by received time, summaries) and the case feed (the last
+# message published on a topic).
+Index("ratings_by_received", ratings.c.center, ratings.c.received, ratings.c.id)
+Index("notices_by_topic", notices.c.topic, notices.c.id)
