@@ -19,7 +19,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 TOKEN_VERSION = "1"
 # The published demo key (ASCII "demo-only-not-for-production-use", key id `demo`): `make run` signs and
 # verifies with it when asked explicitly (terminal `qr.demo = true`, center service `--demo`). Never in production.
@@ -77,17 +77,25 @@ def verify(token: str, keys: Mapping[str, bytes], now: float | None = None) -> C
     """Check a token; raise TokenError(malformed | unknown_key | bad_signature | expired)."""
     if not TOKEN.fullmatch(token):
         raise TokenError("malformed")
-    parts = token.split(SEP)
-    body, tag = token.rsplit(SEP, 1)
-    key = keys.get(parts[1])
-    if key is None:
-        raise TokenError("unknown_key")
-    if not hmac.compare_digest(_tag(key, body), tag):
-        raise TokenError("bad_signature")
+    parts = signed_fields(token, keys)
     expires = int(parts[7])
     if (time.time() if now is None else now) >= expires:
         raise TokenError("expired")
     return Claims(parts[1], parts[2], parts[3], parts[4], parts[5], parts[6], expires, parts[8])
+
+
+def signed_fields(token: str, keys: Mapping[str, bytes], tag: Callable[[bytes, str], str] | None = None) -> list[str]:
+    """The `~`-separated fields of a token whose grammar the caller has checked (field 1 is the key id), once
+    its tag (the last field) is the one `tag(key, body)` computes: compared in constant time.
+    TokenError(unknown_key | bad_signature). Shared by the center's static codes (center/web/links.py)."""
+    parts = token.split(SEP)
+    body, given = token.rsplit(SEP, 1)
+    key = keys.get(parts[1])
+    if key is None:
+        raise TokenError("unknown_key")
+    if not hmac.compare_digest((tag or _tag)(key, body), given):
+        raise TokenError("bad_signature")
+    return parts
 
 
 def rating_url(template: str, token: str) -> str:

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from protocol.qrtoken import TokenError
+from protocol.qrtoken import TokenError, signed_fields
 
 SEP = "~"
 TAG_BYTES = 16
@@ -79,13 +79,7 @@ def verify(token: str, keys: Mapping[str, bytes]) -> StaticClaims:
         kind = "hall"
     else:
         raise TokenError("malformed")
-    parts = token.split(SEP)
-    body, tag = token.rsplit(SEP, 1)
-    key = keys.get(parts[1])
-    if key is None:
-        raise TokenError("unknown_key")
-    if not hmac.compare_digest(_tag(key, body), tag):
-        raise TokenError("bad_signature")
+    parts = signed_fields(token, keys, _tag)
     if kind == "staff":
         return StaticClaims("staff", parts[1], parts[2], parts[3], int(parts[4]))
     return StaticClaims("hall", parts[1], parts[2], "", int(parts[3]))
