@@ -199,11 +199,8 @@ class Desk:
         if channel not in ("qr", "sms"):
             raise ValueError(f"not a case channel: {channel}")
         now = self.clock() if now is None else now
-        reasons, problem = self._check(center, rating)
-        if problem:
-            return Outcome("refused", reason=problem)
 
-        def write(conn) -> Outcome:
+        def write(conn, reasons: dict | None) -> Outcome:
             c = conn.execute(CASE_FOR_RATING, {"center": center, "case": case_id}).first()
             if c is None or c.window != window or (c.staff or "") != staff:
                 return Outcome("refused", reason="unknown_case")
@@ -214,16 +211,13 @@ class Desk:
             m = self._record(conn, center, window, "case", channel, rating, reasons, now, case=case_id, staff=staff,
                              item_code=c.item_code, applicant=c.applicant or UNKNOWN_APPLICANT)
             return self._store(conn, m, rating, now)
-        return self._done(self.store.submit(write))
+        return self._rate(center, rating, write)
 
     def rate_staff(self, center: str, staff_id: str, rating: PhoneRating, *, client: str, addr: str,
                    now: float | None = None) -> Outcome:
         now = self.clock() if now is None else now
-        reasons, problem = self._check(center, rating)
-        if problem:
-            return Outcome("refused", reason=problem)
 
-        def write(conn) -> Outcome:
+        def write(conn, reasons: dict | None) -> Outcome:
             s = conn.execute(select(staff.c.window, staff.c.revoked)
                              .where(staff.c.center == center, staff.c.staff_id == staff_id)).first()
             if s is None or s.revoked:
@@ -234,16 +228,13 @@ class Desk:
             m = self._record(conn, center, s.window or HALL_WINDOW, "staff", "staff_qr", rating, reasons, now,
                              staff=staff_id)
             return self._store(conn, m, rating, now)
-        return self._done(self.store.submit(write))
+        return self._rate(center, rating, write)
 
     def rate_hall(self, center: str, rating: PhoneRating, *, client: str, addr: str,
                   now: float | None = None) -> Outcome:
         now = self.clock() if now is None else now
-        reasons, problem = self._check(center, rating)
-        if problem:
-            return Outcome("refused", reason=problem)
 
-        def write(conn) -> Outcome:
+        def write(conn, reasons: dict | None) -> Outcome:
             if conn.execute(select(centers.c.center).where(centers.c.center == center)).first() is None:
                 return Outcome("refused", reason="unknown_center")
             if self._limited(conn, "hall", center, "", client, addr, now, self.limits.hall_per_client_s,
@@ -251,9 +242,14 @@ class Desk:
                 return Outcome("limited")
             m = self._record(conn, center, HALL_WINDOW, "hall", "hall_qr", rating, reasons, now)
             return self._store(conn, m, rating, now)
-        return self._done(self.store.submit(write))
+        return self._rate(center, rating, write)
 
-    def _done(self, outcome: Outcome) -> Outcome:
+    def _rate(self, center: str, rating: PhoneRating, write: Callable) -> Outcome:
+        """The form's rules checked here; `write(conn, reasons)` in the store's next group commit."""
+        reasons, problem = self._check(center, rating)
+        if problem:
+            return Outcome("refused", reason=problem)
+        outcome = self.store.submit(lambda conn: write(conn, reasons))
         if outcome.status == "stored":
             self.on_stored()  # committed: the notices sender may publish at once
         return outcome
