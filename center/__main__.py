@@ -6,6 +6,8 @@
   staff --center-file center.toml revoke|restore ID     a staff code stops/starts working (a new code
                                                          is issued on restore: reprint the card)
   hall --center-file center.toml renew           a new hall code (the old printed one stops working)
+  users add NAME --role admin|supervisor|auditor [--windows W01,W02] --center-file center.toml
+                                                 a console account (password from stdin or a prompt)
 """
 from __future__ import annotations
 
@@ -133,6 +135,10 @@ def _hall(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["users"]:  # staff accounts of the console: python -m center users --help
+        from center.accounts import users_main
+        return users_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m center", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)

@@ -14,6 +14,10 @@ from pathlib import Path
 from sqlalchemy import select
 
 from center.desk import Desk, StaticLimits
+from center.followup.alerts import WebhookAlerts
+from center.followup.calendar import parse_calendar
+from center.followup.clocks import FollowupPolicy
+from center.followup.worker import AlertWorker
 from center.ledger.intake import Ledger
 from center.ledger.record import Record, upsert
 from center.notices import NoticeSender
@@ -24,6 +28,7 @@ from center.store import Store
 from center.store.tables import centers, staff
 from center.web.app import create_app
 from center.web.feed import feed_router
+from center.web.console import SERVER_LIMITS, followups, install
 from center.web.server import WebServer, free_port
 from center.web.settings import WebSettings
 from protocol import qrtoken
@@ -70,6 +75,11 @@ class ServiceOptions:
     gateway: Gateway | None = None           # default: the file gateway in data_dir/sms-spool
     sms_signature: str = "政务服务"
     roster: tuple[StaffEntry, ...] = ()      # staff known before anyone was on duty (titles for the cards)
+    followup: object = None                  # center.followup.FollowupPolicy; None: no 差评 follow-ups
+    alerts: object = None                    # the follow-up alerts' gateway (center.followup.alerts); None: none
+    center_config: object = None             # the loaded center file: the console and its pairing service
+    tls_cert: str = ""                       # serve https itself (else behind a TLS proxy)
+    tls_key: str = ""
 
 
 class CenterService:
@@ -77,7 +87,8 @@ class CenterService:
         self.options = o
         o.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(o.db)
-        self.record = Record(self.store, sms_policy=o.sms, tz=o.sms.tz if o.sms else "Asia/Shanghai")
+        self.record = Record(self.store, sms_policy=o.sms, tz=o.sms.tz if o.sms else "Asia/Shanghai",
+                             followup_policy=o.followup)
         seed(self.store, o)
         mqtt = dict(username=o.mqtt_username, password=o.mqtt_password, mqtt_version=o.mqtt_version)
         self.ledger = Ledger(self.record, o.mqtt_host, o.mqtt_port, o.center, client_id=o.client_id, **mqtt)
@@ -93,18 +104,41 @@ class CenterService:
         self.app = create_app(self.desk, self.settings)
         if o.feed_key:
             self.app.include_router(feed_router(self.record, o.feed_key))
+        self.app.state.followup_policy = o.followup
+        self.registry = self.prov = None
+        if o.center_config is not None:
+            self._console(o.center_config)
+        self.alerts = AlertWorker(self.store, o.alerts) if o.alerts is not None else None
+        tls = dict(ssl_certfile=o.tls_cert, ssl_keyfile=o.tls_key) if o.tls_cert else {}
         self.web = WebServer(self.app, host=o.web_bind, port=o.web_port, proxy_headers=True,
-                             forwarded_allow_ips=o.forwarded_allow_ips, server_header=False)
+                             forwarded_allow_ips=o.forwarded_allow_ips, server_header=False, **SERVER_LIMITS,
+                             **tls)
         self.sms = None
         if o.sms is not None:
             gateway = o.gateway or FileGateway(o.data_dir / "sms-spool")
             self.sms = SmsWorker(self.store, gateway, o.sms, o.public_url, o.sms_signature)
 
+    def _console(self, cfg) -> None:
+        """The staff console and the pairing service it drives (provisioning/), from the center file."""
+        from provisioning import brokerconf
+        from provisioning.registry import Registry
+        from provisioning.service import Provisioner
+        self.registry = Registry(cfg.console.db)
+        host, port, ca = cfg.service_broker(cfg.console.mqtt_host, cfg.console.mqtt_port)
+        self.prov = Provisioner(cfg, self.registry, host=host, port=port, tls_ca=str(ca or ""),
+                                password=brokerconf.account_password(cfg, "provisioning"))
+        install(self.app, self.prov, self.store, self.settings, center_name=self.options.center_name)
+        self.app.include_router(followups.router)  # after install: its pages need the sign-in redirect
+
     def start(self) -> "CenterService":
+        if self.prov:
+            self.prov.start()
         self.ledger.start()
         self.notices.start()
         if self.sms:
             self.sms.start()
+        if self.alerts:
+            self.alerts.start()
         self.web.start()
         log.info("center service for %s: phone pages on http://%s:%d (public %s)", self.options.center,
                  self.options.web_bind, self.web.port, self.options.public_url)
@@ -117,8 +151,13 @@ class CenterService:
         self.web.stop()
         if self.sms:
             self.sms.stop()
+        if self.alerts:
+            self.alerts.stop()
         self.notices.stop()
         self.ledger.stop()
+        if self.prov:
+            self.prov.stop()
+            self.registry.close()
         self.store.close()
 
 
@@ -163,7 +202,7 @@ def demo_options(data_dir: Path, mqtt_port: int, web_port: int = 0, center: str 
         static_key=secret_file(data_dir / "secrets" / "static.key"),
         cookie_secret=secret_file(data_dir / "secrets" / "web-cookie.key"),
         feed_key=secret_file(data_dir / "secrets" / "feed.key"),
-        sms=SmsPolicy(delay_s=30, start="00:00", end="23:59"))
+        sms=SmsPolicy(delay_s=30, start="00:00", end="23:59"), followup=FollowupPolicy())
 
 
 def options_from_center_file(path: str | Path) -> ServiceOptions:
@@ -185,6 +224,12 @@ def options_from_center_file(path: str | Path) -> ServiceOptions:
     elif s.enabled:
         gateway = FileGateway(s.spool_dir)
     roster = tuple(StaffEntry(st.id, st.name, st.number, win.id, st.title) for win in cfg.windows for st in win.staff)
+    f = cfg.followup
+    followup_policy = FollowupPolicy(contact_days=f.contact_days, answer_days=f.answer_days,
+                                     rectify_days=f.rectify_days, tz=s.timezone,
+                                     calendar=parse_calendar(f.holidays, f.workdays)) if f.enabled else None
+    alert_gateway = (WebhookAlerts(f.alert_webhook_url, f.alert_webhook_secret_file.read_bytes().strip())
+                     if f.enabled and f.alert_webhook_url else None)
     return ServiceOptions(
         center=cfg.center.id, center_name=cfg.center.name or cfg.center.id,
         db=cfg.ledger.url or str(cfg.ledger.db), data_dir=w.photo_dir.parent, photo_dir=w.photo_dir, mqtt_host=host, mqtt_port=port,
@@ -197,7 +242,9 @@ def options_from_center_file(path: str | Path) -> ServiceOptions:
         limits=StaticLimits(staff_per_client_s=w.staff_per_phone_h * 3600,
                             staff_per_addr_hour=w.staff_per_address_per_h,
                             hall_per_client_s=w.hall_per_phone_h * 3600, hall_per_addr_hour=w.hall_per_address_per_h),
-        sms=policy, gateway=gateway, sms_signature=s.signature, roster=roster)
+        sms=policy, gateway=gateway, sms_signature=s.signature, roster=roster, center_config=cfg,
+        followup=followup_policy, alerts=alert_gateway,
+        tls_cert=str(cfg.console.tls_cert or ""), tls_key=str(cfg.console.tls_key or ""))
 
 
 def staff_rows(store: Store, center: str) -> list:

@@ -163,8 +163,9 @@ class Pairing:
 
 
 def pairing_qr_url(console_url: str, device: str, code: str) -> str:
-    """The QR shown next to the code: opens the console's pairing form with both filled in."""
+    """The QR shown next to the code: opens the console's pairing form for this terminal. The code itself is
+    never in a URL (it would sit in histories and access logs): staff type it from the screen."""
     if not console_url:
         return ""
     sep = "&" if "?" in console_url else "?"
-    return f"{console_url}{sep}code={code}&device={device}"
+    return f"{console_url}{sep}device={device}"

@@ -1,9 +1,9 @@
 """`python -m provisioning`: the center's provisioning tool — the same operations as the console, for
-scripting, plus the generators (broker configuration, enrolment file, certificates) and the service.
+scripting, plus the generators (broker configuration, enrolment file, certificates). The pairing service
+and the console run inside the center service (`python -m center serve --center-file center.toml`, pages
+under /console/); its staff accounts: `python -m center users add NAME --role admin --center-file …`.
 
     python -m provisioning --center center.toml broker-config --out /etc/mosquitto/hcp
-    python -m provisioning --center center.toml add-user wangfang          # asks for the password
-    python -m provisioning --center center.toml serve                       # pairing service + console
     python -m provisioning --center center.toml list
     python -m provisioning --center center.toml pair 482915 W01
     python -m provisioning --center center.toml move rpi-1000000a3f9c2b7e W02
@@ -17,9 +17,7 @@ import argparse
 import getpass
 import logging
 import os
-import signal
 import sys
-import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -39,15 +37,6 @@ def _provisioner(cfg: center_config.CenterConfig, reg: Registry, listen: bool) -
                        password=brokerconf.account_password(cfg, "provisioning")).start()
 
 
-def _read_password(args) -> str:
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("password: ")
-    if first != getpass.getpass("again: "):
-        raise SystemExit("passwords differ")
-    return first
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="hcp-provisioning", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,12 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("certs", help="make a CA and the broker's server certificate (a center without its own PKI)")
     c.add_argument("--out", required=True)
     c.add_argument("--host", action="append", required=True, help="DNS name or IP the terminals connect to")
-    u = sub.add_parser("add-user", help="add (or reset) a console user")
-    u.add_argument("name")
-    u.add_argument("--password-stdin", action="store_true")
-    s = sub.add_parser("serve", help="run the pairing service and the console")
-    s.add_argument("--bind", help="console address (default [console] bind or 127.0.0.1)")
-    s.add_argument("--port", type=int, help="console port (default [console] port or 8080)")
     sub.add_parser("list", help="unpaired and paired terminals")
     a = sub.add_parser("audit", help="the audit log, newest first")
     a.add_argument("--limit", type=int, default=50)
@@ -103,25 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     reg = _registry(cfg)
     try:
-        if args.cmd == "add-user":
-            if not users.NAME.fullmatch(args.name):
-                print("user names: [A-Za-z0-9_.-]{1,32}", file=sys.stderr)
-                return 2
-            pw = _read_password(args)
-            if len(pw) < users.MIN_PASSWORD:
-                print(f"passwords have at least {users.MIN_PASSWORD} characters", file=sys.stderr)
-                return 2
-            with reg.tx():
-                reg.put_user(args.name, users.hash_password(pw))
-                reg.audit(args.who, "add-user", args.name)
-            print(f"user {args.name} saved")
-            return 0
         if args.cmd == "audit":
             for e in reg.audit_log(args.limit):
-                print(f"{datetime.fromtimestamp(e.at):%Y-%m-%d %H:%M:%S}  {e.who:<16} {e.action:<14} {e.target:<24} {e.detail}")
+                # Names and details came from outside (a sign-in form, a terminal): escaped, one line each.
+                print(users.printable(f"{datetime.fromtimestamp(e.at):%Y-%m-%d %H:%M:%S}  {e.who:<16} {e.action:<14} "
+                                      f"{e.target:<24} {e.detail}"))
             return 0
-        if args.cmd == "serve":
-            return _serve(cfg, reg, args)
         prov = _provisioner(cfg, reg, listen=False)
         try:
             return _operate(prov, args)
@@ -161,19 +131,4 @@ def _operate(prov: Provisioner, args) -> int:
     except Refused as e:
         print(f"refused: {e}", file=sys.stderr)
         return 1
-    return 0
-
-
-def _serve(cfg: center_config.CenterConfig, reg: Registry, args) -> int:
-    from provisioning.web import Console
-    prov = _provisioner(cfg, reg, listen=True)
-    console = Console(prov, reg, args.bind or cfg.console.bind, args.port or cfg.console.port,
-                      tls_cert=str(cfg.console.tls_cert or ""), tls_key=str(cfg.console.tls_key or "")).start()
-    logging.getLogger("console").info("pairing console on %s", console.url)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    console.stop()
-    prov.stop()
     return 0

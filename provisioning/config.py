@@ -96,12 +96,12 @@ class BridgeSection:
 
 @dataclass(frozen=True)
 class ConsoleSection:
-    bind: str = opt("127.0.0.1", "address of the pairing console (put a TLS reverse proxy in front, or set "
-                    "tls_cert/tls_key)")
-    port: int = opt(8080, "port of the pairing console", min=1, max=65535)
-    url: str = opt("", "what the terminals' pairing QR opens; empty = no pairing QR", pattern=r"^(https?://\S+)?$")
+    url: str = opt("", "what the terminals' pairing QR opens (the center service's `<[web] public_url>/console/pair`); "
+                   "empty = no pairing QR. The console itself is served by the center service ([web] bind/port)",
+                   pattern=r"^(https?://\S+)?$")
     db: Path = opt(Path("registry.db"), "the registry (terminals, staff accounts, audit log)")
-    tls_cert: Path | None = opt(None, "server certificate (PEM) for serving the console over TLS itself")
+    tls_cert: Path | None = opt(None, "server certificate (PEM) for the center service to serve https itself "
+                                "(its console and phone pages); else put a TLS reverse proxy in front")
     tls_key: Path | None = opt(None, "its key (PEM)")
     code_ttl_s: int = opt(600, "a pairing code is valid this long", min=60, max=86400)
     max_pending: int = opt(256, "announcements waiting for pairing, at most", min=1, max=100_000)
@@ -175,6 +175,20 @@ class SmsSection:
 
 
 @dataclass(frozen=True)
+class FollowupSection:
+    enabled: bool = opt(True, "every 差评 opens a follow-up (整改) with its clocks")
+    contact_days: int = opt(1, "working days to contact the citizen and verify", min=1, max=60)
+    answer_days: int = opt(5, "working days to answer", min=1, max=60)
+    rectify_days: int = opt(15, "working days to rectify", min=1, max=120)
+    holidays: tuple[str, ...] = opt((), "public holidays: ISO dates or `YYYY-MM-DD..YYYY-MM-DD` ranges")
+    workdays: tuple[str, ...] = opt((), "make-up working days (调休) on weekends, same forms")
+    alert_webhook_url: str = opt("", "alerts to the window's supervisors (a follow-up opened, a clock overdue) "
+                                 "POSTed here, signed like the SMS webhook; empty = no alerts",
+                                 pattern=r"^(https?://\S+)?$")
+    alert_webhook_secret_file: Path | None = opt(None, "file holding that webhook's HMAC secret")
+
+
+@dataclass(frozen=True)
 class AccountsSection:
     secrets_dir: Path = opt(Path("secrets"), "service account passwords (`<account>.password`), made once, "
                             "mode 0600")
@@ -213,6 +227,7 @@ class CenterConfig:
     accounts: AccountsSection = section(AccountsSection)
     web: WebSection = section(WebSection)
     sms: SmsSection = section(SmsSection)
+    followup: FollowupSection = section(FollowupSection)
     windows: tuple[Window, ...] = opt((), "the windows of the center", key="window")
     path: Path = internal(Path())  # the center file itself
 
@@ -303,6 +318,8 @@ def _whole(cfg: CenterConfig) -> list[str]:
     start, _, end = cfg.sms.hours.partition("-")
     if start >= end:
         problems.append(f"sms.hours: the start {start} must be before the end {end}")
+    if cfg.followup.alert_webhook_url and not cfg.followup.alert_webhook_secret_file:
+        problems.append("followup.alert_webhook_secret_file: required with alert_webhook_url")
     if bool(cfg.console.tls_cert) != bool(cfg.console.tls_key):
         problems.append("console.tls_key: tls_cert and tls_key go together")
     return problems

@@ -48,3 +48,18 @@ def token_hash(token: str) -> str:
 
 def same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8", "replace"), b.encode("utf-8", "replace"))
+
+
+# C0 and C1 controls, DEL, and the Unicode line/paragraph separators and bidi overrides that can make one
+# audit line look like two, or reorder what a reader sees.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object) -> str:
+    """`text` with every control character shown as an escape (`\\x1b`, `\\n`, `\\u202e`): whatever a
+    sign-in form was sent, an audit line stays one line and cannot recolour or rewrite a terminal."""
+    def esc(m: re.Match) -> str:
+        c = ord(m.group())
+        return {10: "\\n", 13: "\\r", 9: "\\t"}.get(c) or (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}")
+    # A backslash is doubled first, so a typed "\\x1b" cannot pass for an escaped control character.
+    return _CONTROLS.sub(esc, ("" if text is None else str(text)).replace("\\", "\\\\"))

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, and_, bindparam, exc, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from center import followup
 from center.store import Store
 from center.store.tables import (bindings, cases, catalogs, notices, ratings, sequences, staff, events,
                                  windows)
@@ -95,9 +96,10 @@ class Throttle:
 class Record:
     """The record's rules over a Store. Counters are per process, for the operator and the tests."""
 
-    def __init__(self, store: Store, *, sms_policy=None, tz: str = "Asia/Shanghai"):
+    def __init__(self, store: Store, *, sms_policy=None, tz: str = "Asia/Shanghai", followup_policy=None):
         self.store = store
         self.sms_policy = sms_policy   # center.sms.schedule.SmsPolicy; None: no SMS follow-up
+        self.followup_policy = followup_policy  # center.followup.FollowupPolicy; None: no 差评 follow-ups
         self.tz = ZoneInfo(tz)
         self.throttle = Throttle()
         self.stored = 0      # ratings stored (not duplicates)
@@ -232,6 +234,8 @@ class Record:
         else:
             conn.execute(INSERT_RATING, row)
         self.stored += 1
+        if self.followup_policy is not None:  # a 差评 opens its follow-up (整改) with the rating
+            followup.open(conn, row, now, self.followup_policy)
         if alarms:
             self.flagged += 1
             log.warning("ALARM rating %s from %s/%s at %s (case %s, staff %s) kept but flagged: %s", m["id"],

@@ -5,7 +5,10 @@ role: 403). POSTs carry the session's CSRF token as the form field `csrf` (`csrf
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from fastapi import HTTPException, Request
+from starlette.responses import RedirectResponse, Response
 
 from center import accounts
 from center.accounts import User
@@ -18,6 +21,29 @@ LOGIN = "/console/login"
 class SignInRequired(HTTPException):
     def __init__(self) -> None:
         super().__init__(303, headers={"Location": LOGIN})
+
+
+async def sign_in_redirect(_request: Request, exc: Exception) -> Response:
+    """The app's handler for `SignInRequired` (mounted by center.web.console.install): a plain 303."""
+    return RedirectResponse(LOGIN, 303)
+
+
+def client_address(request: Request) -> str:
+    """The client's address: uvicorn's proxy-headers middleware has already replaced the peer with the
+    X-Forwarded-For client when (and only when) the peer is a trusted proxy (`[web] forwarded_allow_ips`)."""
+    return request.client.host if request.client else "-"
+
+
+def same_origin(request: Request, public_base: str = "") -> bool:
+    """A browser's Origin must name this site (its Host, or the public base URL); no Origin (tools) is left
+    to the CSRF token; `Origin: null` (a sandboxed or privacy-stripped form) is refused."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    if origin == "null":
+        return False
+    netloc = urlsplit(origin).netloc
+    return netloc == request.headers.get("host", "") or bool(public_base) and netloc == urlsplit(public_base).netloc
 
 
 def _store(request: Request):

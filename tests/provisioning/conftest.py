@@ -99,18 +99,6 @@ def enrol(site, tmp_path):
 STAFF_USER, STAFF_PASSWORD = "wangfang", "correct horse battery"
 
 
-@pytest.fixture
-def console(site):
-    """The pairing console on a free loopback port, with one staff account."""
-    from provisioning import users
-    from provisioning.web import Console
-    with site.reg.tx() as reg:
-        reg.put_user(STAFF_USER, users.hash_password(STAFF_PASSWORD))
-    c = Console(site.prov, site.reg, "127.0.0.1", 0).start()
-    yield c
-    c.stop()
-
-
 def code_of(term: Terminal, timeout: float = 20) -> str:
     p = wait_for(lambda: term.pairing if term.pairing and term.pairing.state == "code" else None, timeout,
                  f"pairing code on {term.device_id}")

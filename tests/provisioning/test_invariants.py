@@ -16,7 +16,7 @@ from protocol import sealed
 from provisioning import acl
 from tests.provisioning.conftest import code_of, paired_idle
 from tests.provisioning.helpers import CENTER
-from tests.provisioning.test_console import Http
+from tests.provisioning.test_console import Http, console_app  # noqa: F401 - the fixture
 from tests.provisioning.test_lifecycle import case, rate_open_case
 
 P = f"hcp/v1/{CENTER}"
@@ -75,24 +75,25 @@ ACTIONS = {  # op → (extra form fields, the change it makes in the registry)
 
 @pytest.mark.parametrize("forgery", ["no-token", "foreign-origin"])
 @pytest.mark.parametrize("op", list(ACTIONS))
-def test_console_actions_refuse_forged_forms(console, site, op, forgery):
+def test_console_actions_refuse_forged_forms(console_app, site, op, forgery):
     site.prov.pair(announce(site, "f1"), "W01", "tester")
     extra, changed = ACTIONS[op]
     form = {"op": op, "device": "f1", **{k: v or announce(site, "f2") for k, v in extra.items()}}
-    h = Http(console.port)
+    h = Http(console_app.port)
     assert h.login() == 303
     csrf = h.csrf()
-    own = {"Origin": f"http://127.0.0.1:{console.port}"}
+    own = {"Origin": f"http://127.0.0.1:{console_app.port}"}
     before = site.reg.device("f1")
     audit = len(site.reg.audit_log())
     if forgery == "no-token":
-        status = h.request("POST", "/action", form, headers=own)[0]
+        status = h.request("POST", "/console/action", form, headers=own)[0]
     else:
-        status = h.request("POST", "/action", {**form, "csrf": csrf}, headers={"Origin": "http://evil.example"})[0]
+        status = h.request("POST", "/console/action", {**form, "csrf": csrf},
+                           headers={"Origin": "http://evil.example"})[0]
     assert status == 403
     assert site.reg.device("f1") == before and len(site.reg.audit_log()) == audit  # nothing done, nothing logged
     # The same form with the token and this console's Origin is carried out: the refusal above was the check.
-    assert h.request("POST", "/action", {**form, "csrf": csrf}, headers=own)[0] == 303
+    assert h.request("POST", "/console/action", {**form, "csrf": csrf}, headers=own)[0] == 303
     assert changed(site.reg.device("f1")), op
 
 
