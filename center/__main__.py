@@ -8,6 +8,9 @@
   hall --center-file center.toml renew           a new hall code (the old printed one stops working)
   users add NAME --role admin|supervisor|auditor [--windows W01,W02] --center-file center.toml
                                                  a console account (password from stdin or a prompt)
+  keys add NAME [--windows W01,W02] --center-file center.toml
+                                                 an API key (case feed, data API): the whole center, or
+                                                 one business system's windows
 """
 from __future__ import annotations
 
@@ -139,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["users"]:  # staff accounts of the console: python -m center users --help
         from center.accounts import users_main
         return users_main(argv[1:])
+    if argv[:1] == ["keys"]:  # API keys of case/queue systems and data users: python -m center keys --help
+        from center.apikeys import keys_main
+        return keys_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m center", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)

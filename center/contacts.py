@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 
-from sqlalchemy import and_, select
+from sqlalchemy import Connection, and_, select
 
 from center.ledger.record import Record, upsert
 from center.sms import jobs
@@ -40,11 +40,22 @@ def set_contact(record: Record, center: str, case_id: str, phone: str, now: floa
     number = normalise(phone)
     now = time.time() if now is None else now
     with record.store.write() as conn:
-        upsert(conn, contacts, dict(center=center, case_id=case_id, phone=number, created=now), ("center", "case_id"))
-        closed = conn.execute(select(cases.c.state).where(and_(cases.c.center == center, cases.c.case_id == case_id))
-                              ).scalar() == "closed"
-        unrated = conn.execute(select(events.c.id).where(and_(events.c.center == center, events.c.case_id == case_id,
-                                                              events.c.event == "unrated"))).first() is not None
-        if record.sms_policy is None or not (closed or unrated):
-            return False
-        return jobs.schedule(conn, center, case_id, now, now, record.sms_policy)
+        return keep_contact(conn, record, center, case_id, number, now)
+
+
+def keep_contact(conn: Connection, record: Record, center: str, case_id: str, number: str, now: float) -> bool:
+    """`set_contact` inside the caller's transaction (the case feed keeps the number with the case), for a
+    number already `normalise`d."""
+    upsert(conn, contacts, dict(center=center, case_id=case_id, phone=number, created=now), ("center", "case_id"))
+    closed = conn.execute(select(cases.c.state).where(and_(cases.c.center == center, cases.c.case_id == case_id))
+                          ).scalar() == "closed"
+    unrated = conn.execute(select(events.c.id).where(and_(events.c.center == center, events.c.case_id == case_id,
+                                                          events.c.event == "unrated"))).first() is not None
+    if record.sms_policy is None or not (closed or unrated):
+        return False
+    return jobs.schedule(conn, center, case_id, now, now, record.sms_policy)
+
+
+def mask(number: str) -> str:
+    """What a log may say about a number: `139****5678`."""
+    return f"{number[:3]}****{number[-4:]}" if len(number) >= 7 else "****"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -31,7 +32,8 @@ class NoticeSender:
 
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 1883, *, username: str = "",
                  password: str = "", ca: str | None = None, mqtt_version: str = "5",
-                 client_id: str = "center-notices", poll_s: float = 0.05):
+                 client_id: str = "center-notices", poll_s: float = 0.05,
+                 on_connect: Callable[[], object] | None = None):
         self.store, self.poll_s = store, poll_s
         v5 = mqtt_version == "5"
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -55,7 +57,18 @@ class NoticeSender:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="notices", daemon=True)
         client.on_publish = self._on_publish
-        client.on_connect = lambda *a: self._wake.set()
+        self.on_connect = on_connect
+        client.on_connect = self._connected
+
+    def _connected(self, client, userdata, flags, reason, properties) -> None:
+        if reason.is_failure:
+            return
+        if self.on_connect is not None:  # on paho's thread: a short write of rows, then the loop sends them
+            try:
+                self.on_connect()
+            except Exception:  # noqa: BLE001 - a failed re-publish must not break the connection
+                log.exception("could not queue the re-publish after connecting")
+        self._wake.set()
 
     def wake(self) -> None:
         """Something was just written: look now rather than at the next poll."""

@@ -27,7 +27,7 @@ from center.sms.worker import SmsWorker
 from center.store import Store
 from center.store.tables import centers, staff
 from center.web.app import create_app
-from center.web.feed import feed_router
+from center.web.feed import feed_router, republish
 from center.web.console import SERVER_LIMITS, followups, install
 from center.web.server import WebServer, free_port
 from center.web.settings import WebSettings
@@ -75,6 +75,7 @@ class ServiceOptions:
     gateway: Gateway | None = None           # default: the file gateway in data_dir/sms-spool
     sms_signature: str = "政务服务"
     roster: tuple[StaffEntry, ...] = ()      # staff known before anyone was on duty (titles for the cards)
+    windows: frozenset[str] | None = None    # the center's windows (the feed refuses others); None: any
     followup: object = None                  # center.followup.FollowupPolicy; None: no 差评 follow-ups
     alerts: object = None                    # the follow-up alerts' gateway (center.followup.alerts); None: none
     center_config: object = None             # the loaded center file: the console and its pairing service
@@ -94,16 +95,19 @@ class CenterService:
         self.ledger = Ledger(self.record, o.mqtt_host, o.mqtt_port, o.center, client_id=o.client_id, **mqtt)
         if o.mqtt_ca:
             self.ledger.client.tls_set(ca_certs=o.mqtt_ca)
+        # On every (re)connect the center publishes each window's current case and duty again (protocol §4:
+        # a broker restored from an older snapshot may hold older retained ones).
         self.notices = NoticeSender(self.store, o.mqtt_host, o.mqtt_port, ca=o.mqtt_ca,
-                                    client_id=f"{o.client_id}-notices", **mqtt)
+                                    client_id=f"{o.client_id}-notices",
+                                    on_connect=lambda: republish(self.store, o.center), **mqtt)
         self.desk = Desk(self.record, limits=o.limits, on_stored=self.notices.wake)
         self.settings = WebSettings(
             centers=frozenset({o.center}), qr_keys=dict(o.qr_keys), static_keys={o.static_key_id: o.static_key},
             photo_dir=o.photo_dir or o.data_dir / "photos", cookie_secret=o.cookie_secret, public_base=o.public_url,
             https=o.https)
         self.app = create_app(self.desk, self.settings)
-        if o.feed_key:
-            self.app.include_router(feed_router(self.record, o.feed_key))
+        self.app.include_router(feed_router(self.record, o.feed_key, center=o.center, windows=o.windows,
+                                            wake=self.notices.wake))
         self.app.state.followup_policy = o.followup
         self.registry = self.prov = None
         if o.center_config is not None:
@@ -243,6 +247,7 @@ def options_from_center_file(path: str | Path) -> ServiceOptions:
                             staff_per_addr_hour=w.staff_per_address_per_h,
                             hall_per_client_s=w.hall_per_phone_h * 3600, hall_per_addr_hour=w.hall_per_address_per_h),
         sms=policy, gateway=gateway, sms_signature=s.signature, roster=roster, center_config=cfg,
+        windows=frozenset(w.id for w in cfg.windows),
         followup=followup_policy, alerts=alert_gateway,
         tls_cert=str(cfg.console.tls_cert or ""), tls_key=str(cfg.console.tls_key or ""))
 

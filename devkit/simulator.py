@@ -1,8 +1,11 @@
 """A center simulator for the demo (the case system): publishes the reason catalog and the staff on duty,
 then opens cases at a window one after another, closing each when it is rated (at the terminal, or on a
-phone: the center service then publishes the case `rated`) or when its time is up. With `--feed` it hands
-each case's applicant phone number to the center service (for the SMS follow-up). On every reconnect it
-publishes the window's current state again; `--bind DEVICE` publishes that terminal's binding."""
+phone: the center service then publishes the case `rated`) or when its time is up. On every reconnect it
+publishes the window's current state again; `--bind DEVICE` publishes that terminal's binding.
+
+With `--feed URL --feed-key-file F` it is a case system on the center's HTTP feed instead (center/web/feed.py):
+the duty and each case (with a made-up applicant phone number, for the SMS follow-up) are PUT there and
+closed there, and the center service publishes them; only the catalog (and bindings) still go over MQTT."""
 from __future__ import annotations
 
 import argparse
@@ -83,19 +86,36 @@ class Simulator:
         elif isinstance(case, str):
             self.rated.add(case)
 
-    def give_contact(self, case_id: str) -> None:
-        """The applicant's phone number to the center service only (never on MQTT): a made-up number."""
-        if not self.feed:
-            return
-        body = json.dumps({"phone": f"139{random.randrange(10**8):08d}"}).encode()
-        req = urllib.request.Request(f"{self.feed}/api/v1/contacts/{self.center}/{case_id}", data=body, method="PUT",
+    def call(self, method: str, path: str, body: dict | None = None) -> dict | None:
+        """One call to the center's case feed; the answer, or None (logged) when it failed."""
+        data = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.feed}/api/v1/{path}", data=data, method=method,
                                      headers={"Authorization": f"Bearer {self.feed_key}",
                                               "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=5):
-                pass
-        except OSError as e:
-            log.warning("could not give the center the contact of %s: %s", case_id, e)
+            with urllib.request.urlopen(req, timeout=5) as r:
+                raw = r.read()
+            return json.loads(raw) if raw else {}
+        except (OSError, ValueError) as e:  # HTTPError is an OSError: its status is in the message
+            log.warning("the case feed refused or failed %s %s: %s", method, path, e)
+            return None
+
+    def open_case(self, body: dict) -> None:
+        if not self.feed:
+            self.send(self.topics.case, body, expiry=CASE_EXPIRY_S)
+            return
+        c = body["case"]
+        self.call("PUT", f"windows/{self.window}/case", {
+            "id": c["id"], "item_code": c["item_code"], "item_name": c["item_name"], "staff": body["staff"],
+            "applicant": body["applicant"], "opened_at": body["opened_at"],
+            # The applicant's number goes to the center service only (never on MQTT): a made-up one.
+            "phone": f"139{random.randrange(10**8):08d}"})
+
+    def close_case(self, body: dict) -> None:
+        if not self.feed:
+            self.send(self.topics.case, {**body, "state": "closed", "closed_at": now()}, expiry=CASE_EXPIRY_S)
+            return
+        self.call("POST", f"windows/{self.window}/case/close", {"id": body["case"]["id"]})
 
     def send(self, topic: str, body: dict, retain: bool = True, expiry: int = 0) -> None:
         """Publish; a retained message is also remembered and re-published on every reconnect."""
@@ -111,7 +131,11 @@ class Simulator:
     def setup(self) -> None:
         name = f"{self.window} 综合受理"
         self.send(self.topics.catalog, factories.catalog(self.center))
-        self.send(self.topics.duty, factories.duty(self.center, self.window, factories.STAFF[0], name))
+        duty = factories.duty(self.center, self.window, factories.STAFF[0], name)
+        if self.feed:
+            self.call("PUT", f"windows/{self.window}/duty", {"staff": duty["staff"], "window_name": name})
+        else:
+            self.send(self.topics.duty, duty)
         for device in self.bind:  # what provisioning does for a paired terminal (docs/protocol.md §11)
             self.send(topics.Topics(self.center, self.window, device).binding,
                       factories.binding(self.center, device, "active", self.window, window_name=name,
@@ -126,8 +150,7 @@ class Simulator:
             body = self.case(n)
             cid = body["case"]["id"]
             log.info("case %s opened at %s", cid, self.window)
-            self.give_contact(cid)
-            self.send(self.topics.case, body, expiry=CASE_EXPIRY_S)
+            self.open_case(body)
             end = time.monotonic() + self.hold_s
             while time.monotonic() < end and cid not in self.rated and not stop.is_set():
                 stop.wait(0.2)
@@ -136,7 +159,7 @@ class Simulator:
             if cid in self.rated:
                 log.info("case %s rated", cid)
                 stop.wait(3)
-            self.send(self.topics.case, {**body, "state": "closed", "closed_at": now()}, expiry=CASE_EXPIRY_S)
+            self.close_case(body)
             if stop.wait(self.gap_s):
                 return
 
@@ -160,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bind", action="append", default=[], metavar="DEVICE",
                     help="publish an active binding of this device to the window (as provisioning would), "
                          "so the ledger can check its ratings; repeatable")
-    ap.add_argument("--feed", default="", help="the center service's address: each case's (made-up) applicant "
-                                               "phone number goes there, for the SMS follow-up")
-    ap.add_argument("--feed-key-file", help="file holding the feed key (hex)")
+    ap.add_argument("--feed", default="", help="the center service's address: duty and cases (each with a "
+                                               "made-up applicant phone number) go through its HTTP case feed")
+    ap.add_argument("--feed-key-file", help="file holding the feed's API key (`python -m center keys add`, or "
+                                            "the service's [web] feed_key_file key in hex)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s simulator: %(message)s")
     feed_key = open(args.feed_key_file).read().strip() if args.feed_key_file else ""

@@ -117,7 +117,8 @@ def test_an_unrated_case_gets_one_sms_whose_link_rates_once(service, center, win
     assert message["phone"] == PHONE and len(message["text"]) <= 70
     link = message["text"][message["text"].index("http"):]
     assert link.startswith(f"{service.options.public_url}/s/")
-    assert query(db(service), "SELECT state FROM sms_jobs") == [("sent",)]
+    # (the spool file is written before the job is marked sent)
+    wait_for(lambda: query(db(service), "SELECT state FROM sms_jobs") == [("sent",)], what="the job marked sent")
     form = httpx.get(link)
     assert form.status_code == 200 and "居住证办理" in form.text
     r = httpx.post(link, data={"level": "basically_satisfied"})

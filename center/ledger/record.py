@@ -158,7 +158,7 @@ class Record:
     def _one(self, conn: Connection, topic: str, payload: bytes, now: float) -> tuple[str | None, dict | None]:
         where = parse_device_topic(topic)
         if where is None:
-            self._published(conn, topic, payload, now)
+            self.apply_published(conn, topic, payload, now)
             return None, None
         center, device, leaf = where
         if leaf == "binding":
@@ -335,7 +335,9 @@ class Record:
 
     # ---- what the center published --------------------------------------------------------------
 
-    def _published(self, conn: Connection, topic: str, payload: bytes, now: float) -> None:
+    def apply_published(self, conn: Connection, topic: str, payload: bytes, now: float) -> None:
+        """What the center published on a window's case/duty or the catalog topic, kept (also called by the
+        case feed in the transaction that owes the message, so the phone pages know the case at once)."""
         m = WINDOW_TOPIC.fullmatch(topic)
         if m and m.group(3) == "case":
             self._case(conn, m.group(1), m.group(2), payload, now)
