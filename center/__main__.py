@@ -8,6 +8,7 @@
   hall --center-file center.toml renew           a new hall code (the old printed one stops working)
   users add NAME --role admin|supervisor|auditor [--windows W01,W02] --center-file center.toml
                                                  a console account (password from stdin or a prompt)
+  city reconcile --date YYYY-MM-DD …           stored vs receipted by the city, per device (exit 1: open)
   keys add NAME [--windows W01,W02] --center-file center.toml
                                                  an API key (case feed, data API): the whole center, or
                                                  one business system's windows
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["users"]:  # staff accounts of the console: python -m center users --help
         from center.accounts import users_main
         return users_main(argv[1:])
+    if argv[:2] == ["city", "reconcile"]:  # stored vs receipted by the city, per day and device
+        from center.city.reconcile import reconcile_main
+        return reconcile_main(argv[2:])
     if argv[:1] == ["keys"]:  # API keys of case/queue systems and data users: python -m center keys --help
         from center.apikeys import keys_main
         return keys_main(argv[1:])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from center.city.delivery import CityDelivery, CityLink
 from center.desk import Desk, StaticLimits
 from center.followup.alerts import WebhookAlerts
 from center.followup.calendar import parse_calendar
@@ -32,6 +33,7 @@ from center.web.console import SERVER_LIMITS, followups, install
 from center.web.server import WebServer, free_port
 from center.web.settings import WebSettings
 from protocol import qrtoken
+from protocol.codes import CodeMap
 
 log = logging.getLogger("center")
 
@@ -78,6 +80,9 @@ class ServiceOptions:
     windows: frozenset[str] | None = None    # the center's windows (the feed refuses others); None: any
     followup: object = None                  # center.followup.FollowupPolicy; None: no 差评 follow-ups
     alerts: object = None                    # the follow-up alerts' gateway (center.followup.alerts); None: none
+    city: object = None                      # center.city.delivery.CityLink; None: no delivery to the city
+    codes: object = None                     # protocol.codes.CodeMap for the city's records
+    area: str = ""                           # 行政区划 of the center
     center_config: object = None             # the loaded center file: the console and its pairing service
     tls_cert: str = ""                       # serve https itself (else behind a TLS proxy)
     tls_key: str = ""
@@ -113,6 +118,8 @@ class CenterService:
         if o.center_config is not None:
             self._console(o.center_config)
         self.alerts = AlertWorker(self.store, o.alerts) if o.alerts is not None else None
+        self.city = (CityDelivery(self.store, o.city, o.center, o.codes, area=o.area) if o.city is not None
+                     else None)
         tls = dict(ssl_certfile=o.tls_cert, ssl_keyfile=o.tls_key) if o.tls_cert else {}
         self.web = WebServer(self.app, host=o.web_bind, port=o.web_port, proxy_headers=True,
                              forwarded_allow_ips=o.forwarded_allow_ips, server_header=False, **SERVER_LIMITS,
@@ -143,13 +150,15 @@ class CenterService:
             self.sms.start()
         if self.alerts:
             self.alerts.start()
+        if self.city:
+            self.city.start()
         self.web.start()
         log.info("center service for %s: phone pages on http://%s:%d (public %s)", self.options.center,
                  self.options.web_bind, self.web.port, self.options.public_url)
         return self
 
     def health(self) -> str | None:
-        return self.ledger.health()
+        return self.ledger.health() or (self.city.health() if self.city else None)
 
     def stop(self) -> None:
         self.web.stop()
@@ -157,6 +166,8 @@ class CenterService:
             self.sms.stop()
         if self.alerts:
             self.alerts.stop()
+        if self.city:
+            self.city.stop()
         self.notices.stop()
         self.ledger.stop()
         if self.prov:
@@ -248,6 +259,8 @@ def options_from_center_file(path: str | Path) -> ServiceOptions:
                             hall_per_client_s=w.hall_per_phone_h * 3600, hall_per_addr_hour=w.hall_per_address_per_h),
         sms=policy, gateway=gateway, sms_signature=s.signature, roster=roster, center_config=cfg,
         windows=frozenset(w.id for w in cfg.windows),
+        city=CityLink.from_center_file(cfg) if cfg.bridge.enabled else None,
+        codes=CodeMap.create(cfg.codes.level_scheme, cfg.codes.channels), area=cfg.codes.area,
         followup=followup_policy, alerts=alert_gateway,
         tls_cert=str(cfg.console.tls_cert or ""), tls_key=str(cfg.console.tls_key or ""))
 

@@ -69,19 +69,15 @@ def provisioning_acls(center: str) -> list[Acl]:
             + _send(f"{c}/device/+/binding") + _send(f"{c}/device/+/credentials"))
 
 
-WEB_DEVICE = "center-web"  # the device id of the center's own records (phone channels; center/ledger/record.py)
-
-
 def ledger_acls(center: str) -> list[Acl]:
     """The system of record (the center service): reads every record, the bindings and cases it checks
-    them against, the duty and catalog the phone pages show; answers with receipts; publishes a case rated
-    on a phone as `rated` and offers its own records (device `center-web`) on to the bridge."""
+    them against, the duty and catalog the phone pages show; answers with receipts; publishes the windows'
+    cases and duty (the case feed, a case rated on a phone as `rated`)."""
     c = f"{PREFIX}/{center}"
     return (_read(f"{c}/device/+/rating", pattern=True) + _read(f"{c}/device/+/event", pattern=True)
             + _read(f"{c}/device/+/binding", pattern=True) + _read(f"{c}/window/+/case", pattern=True)
             + _read(f"{c}/window/+/duty", pattern=True) + _read(f"{c}/catalog")
-            + _send(f"{c}/device/+/receipt") + _send(f"{c}/window/+/case")
-            + _send(f"{c}/device/{WEB_DEVICE}/rating"))
+            + _send(f"{c}/device/+/receipt") + _send(f"{c}/window/+/case") + _send(f"{c}/window/+/duty"))
 
 
 def centersys_acls(center: str) -> list[Acl]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from protocol.values import Channel
 from configuration.schema import ConfigurationError, internal, merge, missing, opt, read_toml, resolve_paths, section
 
 ID = r"^[A-Za-z0-9_-]{1,32}$"
@@ -89,8 +90,9 @@ class BridgeSection:
     restart_timeout_min_s: int = opt(5, "reconnect backoff, jittered: shortest", min=1, max=3600)
     restart_timeout_max_s: int = opt(300, "reconnect backoff: longest (≥ restart_timeout_min_s)", min=1, max=3600)
     keepalive_s: int = opt(60, "MQTT keepalive towards the city", min=5, max=3600)
-    topics_out: tuple[str, ...] = opt(("device/+/rating", "device/+/event"), "topics (below `hcp/v1/<id>/`) "
-                                      "forwarded to the city")
+    topics_out: tuple[str, ...] = opt(("device/+/event",), "topics (below `hcp/v1/<id>/`) the broker's bridge "
+                                      "forwards to the city; ratings are not among them: the center service "
+                                      "delivers them itself with receipts (docs/protocol.md §14)")
     topics_in: tuple[str, ...] = opt((), "topics taken from the city")
 
 
@@ -175,6 +177,16 @@ class SmsSection:
 
 
 @dataclass(frozen=True)
+class CodesSection:
+    """How the center's records are numbered for the city platform (docs/protocol.md §5, §14)."""
+    level_scheme: str = opt("gbt39046", "level numbering at export: gbt39046 (1 = 非常满意) or "
+                            "provincial (1 = 非常不满意)", choices=("gbt39046", "provincial"))
+    channels: dict[str, int] = opt(None, "channel name → platform channel code (pf), e.g. sms = 6", min=0, max=99,
+                                   choices=tuple(c.value for c in Channel))
+    area: str = opt("", "the center's administrative division code (行政区划, ≤ 9 digits)", pattern=r"^[0-9]{0,9}$")
+
+
+@dataclass(frozen=True)
 class FollowupSection:
     enabled: bool = opt(True, "every 差评 opens a follow-up (整改) with its clocks")
     contact_days: int = opt(1, "working days to contact the citizen and verify", min=1, max=60)
@@ -228,6 +240,7 @@ class CenterConfig:
     web: WebSection = section(WebSection)
     sms: SmsSection = section(SmsSection)
     followup: FollowupSection = section(FollowupSection)
+    codes: CodesSection = section(CodesSection)
     windows: tuple[Window, ...] = opt((), "the windows of the center", key="window")
     path: Path = internal(Path())  # the center file itself
 

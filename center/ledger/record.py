@@ -21,6 +21,7 @@ from sqlalchemy import Connection, and_, bindparam, exc, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from center import followup
+from center.city import delivery as city
 from center.store import Store
 from center.store.tables import (bindings, cases, catalogs, notices, ratings, sequences, staff, events,
                                  windows)
@@ -233,6 +234,7 @@ class Record:
                 conn.execute(INSERT_RATING, row)
         else:
             conn.execute(INSERT_RATING, row)
+        city.enqueue(conn, row, now)  # owed to the city from the moment it is stored (docs/protocol.md §14)
         self.stored += 1
         if self.followup_policy is not None:  # a 差评 opens its follow-up (整改) with the rating
             followup.open(conn, row, now, self.followup_policy)
@@ -242,8 +244,6 @@ class Record:
                         m["center"], m["device"], m["window"], case, m.get("staff"), ",".join(alarms))
         if first:
             self._rated(conn, m, now, announce=not terminal)
-        elif not terminal:
-            self._offer(conn, m, now)
         return Stored("stored", first)
 
     def is_rated(self, conn: Connection, center: str, case_id: str) -> bool:
@@ -255,15 +255,10 @@ class Record:
         jobs.cancel(conn, m["center"], m["case"], now)
         conn.execute(CASE_NOW_RATED, {"b_center": m["center"], "b_case": m["case"], "b_now": now})
         if announce:
-            self._offer(conn, m, now)
             body = {"v": 1, "type": "case", "center": m["center"], "window": m["window"], "state": "rated",
                     "case": {"id": m["case"]}, "rated_channel": m["channel"]}
             notice(conn, topics.Topics(m["center"], m["window"], WEB_DEVICE).case, codec.validate(body), now,
                    retain=True)
-
-    def _offer(self, conn: Connection, m: dict, now: float) -> None:
-        """A record the center made goes on as terminals' records do (the bridge forwards device topics)."""
-        notice(conn, topics.Topics(m["center"], m["window"], m["device"]).rating, m, now, retain=False)
 
     def next_seq(self, conn: Connection, center: str, device: str = WEB_DEVICE) -> int:
         """The next number of the center's own records (one sequence per center, like a terminal's)."""

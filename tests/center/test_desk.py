@@ -14,7 +14,7 @@ from center.desk import Desk, PhoneRating, StaticLimits
 from center.ledger.record import Record
 from center.sms.schedule import SmsPolicy
 from center.store import Store
-from center.store.tables import notices, ratings, sms_jobs
+from center.store.tables import city_delivery, notices, ratings, sms_jobs
 from devkit import factories
 from protocol import builders, codec, ids, topics
 
@@ -39,7 +39,7 @@ def rows(store: Store, *columns):
         return [tuple(r) for r in conn.execute(select(*columns).order_by(*columns))]
 
 
-def test_a_phone_rating_is_a_record_of_the_wire_contract_and_owes_two_notices(record):
+def test_a_phone_rating_is_a_record_of_the_wire_contract_owing_the_terminal_and_the_city(record):
     desk = Desk(record)
     case = desk.case(C, "SH1")
     assert (case.item_name, case.staff_name, case.window_name, case.rated) == ("居住证办理", "王芳", "一号窗口", False)
@@ -49,10 +49,12 @@ def test_a_phone_rating_is_a_record_of_the_wire_contract_and_owes_two_notices(re
             rows(record.store, notices.c.topic, notices.c.payload)}
     rated = owed[T.case]
     assert rated["state"] == "rated" and rated["rated_channel"] == "qr" and rated["case"]["id"] == "SH1"
-    [(topic, rec)] = [(t, m) for t, m in owed.items() if t != T.case]
-    assert topic == topics.Topics(C, W, "center-web").rating
-    assert (rec["id"], rec["device"], rec["seq"], rec["channel"], rec["applicant"]) == (
-        done.rating_id, "center-web", 1, "qr", factories.APPLICANT["token"])
+    assert list(owed) == [T.case]   # the record itself goes to the city by the city delivery
+    [(rid, device, seq, channel, applicant)] = rows(record.store, ratings.c.id, ratings.c.device, ratings.c.seq,
+                                                    ratings.c.channel, ratings.c.applicant)
+    assert (rid, device, seq, channel, applicant) == (done.rating_id, "center-web", 1, "qr",
+                                                      factories.APPLICANT["token"])
+    assert rows(record.store, city_delivery.c.rating_id, city_delivery.c.state) == [(rid, "pending")]
     again = desk.rate_case(C, "SH1", "qr", PhoneRating("very_satisfied"), window=W, staff="S0101")
     assert again.status == "already_rated"
     assert rows(record.store, ratings.c.channel, ratings.c.first) == [("qr", 1)]

@@ -57,7 +57,10 @@ def write_center_file(root: Path, pki: dict, *, bridge_port: int | None = None, 
         bridge = (f"[bridge]\nenabled = true\nname = \"city\"\naddress = \"127.0.0.1:{bridge_port}\"\n"
                   f"remote_prefix = \"city/v1/{CENTER}/\"\ncafile = \"{pki['city_ca'].cert}\"\n"
                   "remote_username = \"center-C1\"\nremote_password_file = \"secrets/city.password\"\n"
-                  "restart_timeout_min_s = 1\nrestart_timeout_max_s = 2\n")
+                  "restart_timeout_min_s = 1\nrestart_timeout_max_s = 2\n"
+                  # The bridge mechanism itself is what these tests check (a center delivers ratings with its
+                  # city delivery instead: docs/protocol.md §14).
+                  'topics_out = ["device/+/rating", "device/+/event"]\n')
     text = f"""
 [center]
 id = "{CENTER}"
