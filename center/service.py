@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from center import accounts
 from center.city.delivery import CityDelivery, CityLink
 from center.desk import Desk, StaticLimits
 from center.followup.alerts import WebhookAlerts
@@ -84,6 +85,7 @@ class ServiceOptions:
     codes: object = None                     # protocol.codes.CodeMap for the city's records
     area: str = ""                           # 行政区划 of the center
     center_config: object = None             # the loaded center file: the console and its pairing service
+    demo_users: tuple[tuple[str, str, str, str], ...] = ()  # (name, password, role, windows): the demo's console
     tls_cert: str = ""                       # serve https itself (else behind a TLS proxy)
     tls_key: str = ""
 
@@ -117,6 +119,13 @@ class CenterService:
         self.registry = self.prov = None
         if o.center_config is not None:
             self._console(o.center_config)
+        elif o.demo_users:  # the demo: the console without pairing (no Dynamic Security broker)
+            install(self.app, None, self.store, self.settings, center_name=o.center_name,
+                    windows=tuple((w, w) for w in sorted(o.windows or ())))
+            self.app.include_router(followups.router)
+            for name, password, role, wins in o.demo_users:
+                if accounts.user(self.store, name) is None:
+                    accounts.create_user(self.store, name, password, role, frozenset(wins.split(",")) if wins else None)
         self.alerts = AlertWorker(self.store, o.alerts) if o.alerts is not None else None
         self.city = (CityDelivery(self.store, o.city, o.center, o.codes, area=o.area) if o.city is not None
                      else None)
@@ -203,6 +212,10 @@ def secret_file(path: Path, nbytes: int = 32) -> bytes:
     return key
 
 
+# The demo's console accounts (printed by `make run`; never in a center file).
+DEMO_USERS = (("demo", "demo-password", "admin", ""), ("zhangwei", "demo-password", "supervisor", "W01"))
+
+
 def demo_options(data_dir: Path, mqtt_port: int, web_port: int = 0, center: str = "demo", bind: str = "127.0.0.1",
                  public_url: str = "") -> ServiceOptions:
     """`make run` and the tests: the published demo QR key, keys made in data_dir, SMS any time of day
@@ -217,7 +230,8 @@ def demo_options(data_dir: Path, mqtt_port: int, web_port: int = 0, center: str 
         static_key=secret_file(data_dir / "secrets" / "static.key"),
         cookie_secret=secret_file(data_dir / "secrets" / "web-cookie.key"),
         feed_key=secret_file(data_dir / "secrets" / "feed.key"),
-        sms=SmsPolicy(delay_s=30, start="00:00", end="23:59"), followup=FollowupPolicy())
+        sms=SmsPolicy(delay_s=30, start="00:00", end="23:59"), followup=FollowupPolicy(),
+        windows=frozenset({"W01"}), demo_users=DEMO_USERS)
 
 
 def options_from_center_file(path: str | Path) -> ServiceOptions:

@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: broker on 127.0.0.1:{broker.port}; phone pages on {public} (the terminal's QR code opens "
           f"them); SMS follow-ups land in {center_dir / 'sms-spool'}; logs and data in {root}; Ctrl-C stops "
           "everything")
+    from center.service import DEMO_USERS
+    print(f"demo: the center's console on {public}/console/ — " + ", ".join(
+        f"{name} / {password} ({role})" for name, password, role, _ in DEMO_USERS))
     if view == "kivy":
         env = {**{k: v for k, v in DEMO_UI.items() if k not in os.environ}, **env}
         print("demo: the terminal opens in a Kivy window (--view console for the text view); maintenance: "

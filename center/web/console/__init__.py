@@ -54,14 +54,19 @@ SERVER_LIMITS = dict(timeout_keep_alive=5, limit_concurrency=4096, backlog=2048)
 _verify_pool = ThreadPoolExecutor(max_workers=VERIFY_WORKERS, thread_name_prefix="verify")
 
 
-def install(app: FastAPI, prov: Provisioner, store: Store, settings: WebSettings, center_name: str = "") -> None:
-    """Mount the console on `app`: its routes and the 303-to-sign-in for pages of a signed-out browser."""
-    app.state.console_center_name = center_name or prov.cfg.center.name or prov.center
+def install(app: FastAPI, prov: Provisioner | None, store: Store, settings: WebSettings, center_name: str = "",
+            windows: tuple[tuple[str, str], ...] = ()) -> None:
+    """Mount the console on `app`: its routes and the 303-to-sign-in for pages of a signed-out browser.
+    Without a Provisioner (the demo: no Dynamic Security broker) the terminal and pairing pages say so and
+    every other page works; `windows` are then (id, name) pairs for the forms."""
+    app.state.console_center_name = center_name or (prov.cfg.center.name or prov.center if prov else "")
+    app.state.console_windows = windows
     app.add_exception_handler(SignInRequired, auth.sign_in_redirect)
-    app.include_router(console_router(prov, store, settings))
+    app.include_router(console_router(prov, store, settings, windows))
 
 
-def console_router(prov: Provisioner, store: Store, settings: WebSettings) -> APIRouter:
+def console_router(prov: Provisioner | None, store: Store, settings: WebSettings,
+                   known_windows: tuple[tuple[str, str], ...] = ()) -> APIRouter:
     r = APIRouter(prefix="/console", include_in_schema=False)
     limits = SignInLimits(store)
     flashes: OrderedDict[str, tuple[str, str]] = OrderedDict()   # session hash → (ok|error, message)
@@ -80,6 +85,8 @@ def console_router(prov: Provisioner, store: Store, settings: WebSettings) -> AP
         return flashes.pop(token_hash(request.cookies.get(SESSION_COOKIE, "")), None)
 
     def windows() -> list[tuple[str, str]]:
+        if prov is None:
+            return list(known_windows)
         return [(w.id, w.name if w.name.startswith(w.id) else f"{w.id} {w.name}") for w in prov.cfg.windows]
 
     async def form_of(request: Request):
@@ -180,6 +187,9 @@ def console_router(prov: Provisioner, store: Store, settings: WebSettings) -> AP
         if user.role not in ("admin", "auditor"):
             return render(request, user, "工作人员 Staff", '<p class="card">请从上方选择页面。Choose a page above.</p>')
         import time
+        if prov is None:
+            return render(request, user, "终端 Terminals", '<p class="card">此服务未配置配对（演示）。Pairing is not '
+                          'configured in this service (the demo: no Dynamic Security broker).</p>')
         pending, paired = prov.terminals()
         return render(request, user, "终端 Terminals", template="terminals.html", pending=pending, paired=paired,
                       now=time.time(), states=STATE_ZH, windows=windows(), admin=user.role == "admin",
@@ -199,6 +209,8 @@ def console_router(prov: Provisioner, store: Store, settings: WebSettings) -> AP
     def act(request: Request, user: User, run, action: str, target: str) -> Response:
         """Run a Provisioner operation; audit it here too (its own audit is in the registry); flash the outcome."""
         try:
+            if prov is None:
+                raise Refused("此服务未配置配对 (pairing is not configured here)")
             message, kind = run(), "ok"
             if isinstance(message, tuple):
                 message, target = message
@@ -309,7 +321,7 @@ def console_router(prov: Provisioner, store: Store, settings: WebSettings) -> AP
     @r.get("/audit")
     def audit_page(request: Request, user: User = Depends(reader)) -> Response:
         """The console's log (center store) and the pairing service's (its registry), newest first."""
-        entries = accounts.audit_entries(store, 300) + list(prov.reg.audit_log(300))
+        entries = accounts.audit_entries(store, 300) + (list(prov.reg.audit_log(300)) if prov else [])
         entries.sort(key=lambda e: e.at, reverse=True)
         return render(request, user, "审计 Audit", template="audit.html", entries=entries[:300])
 
