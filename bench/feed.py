@@ -149,3 +149,45 @@ def case_feed_p99_ms(n: int = 300, work: Path | None = None, db: str | None = No
 if __name__ == "__main__":
     for k, v in case_feed_p99_ms().items():
         print(f"{k:<24}{v:>10.3f}")
+
+
+def center_rss_mb(settle_s: float = 5.0) -> float:
+    """Resident memory of the whole center service (ledger intake, notices, phone pages, console, feed, SMS and
+    follow-up workers) idle: `python -m center serve --demo` against a real broker, read from /proc after it
+    answered /healthz and sat still `settle_s` seconds."""
+    import subprocess
+    import sys
+    import urllib.request
+    from devkit.broker import Broker, free_port
+    work = Path(tempfile.mkdtemp(prefix="hcp-bench-rss-", dir=os.environ.get("BENCH_DIR", "/var/tmp")))
+    (work / "broker").mkdir()
+    broker = Broker(workdir=str(work / "broker")).start()
+    web = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "center", "serve", "--demo", "--mqtt-port", str(broker.port),
+                             "--web-port", str(web), "--data", str(work / "center")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the center service did not start")
+                time.sleep(0.2)
+        time.sleep(settle_s)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+        return kb / 1024
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run() -> dict[str, float]:
+    r = case_feed_p99_ms()
+    r["center_rss_mb"] = center_rss_mb()
+    return r

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-SUITES = ["bench.core", "bench.ui", "bench.drivers", "bench.center"]
+SUITES = ["bench.core", "bench.ui", "bench.drivers", "bench.center", "bench.feed", "bench.data", "bench.city"]
 RESULTS = Path(__file__).with_name("results.json")
 ROOT = Path(__file__).resolve().parents[1]
 
