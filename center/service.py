@@ -29,6 +29,9 @@ from center.sms.worker import SmsWorker
 from center.store import Store
 from center.store.tables import centers, staff
 from center.web.app import create_app
+from center.queries import Queries
+from center.web.console.ratings import ratings_router
+from center.web.data import data_router
 from center.web.feed import feed_router, republish
 from center.web.console import SERVER_LIMITS, followups, install
 from center.web.server import WebServer, free_port
@@ -126,6 +129,7 @@ class CenterService:
             for name, password, role, wins in o.demo_users:
                 if accounts.user(self.store, name) is None:
                     accounts.create_user(self.store, name, password, role, frozenset(wins.split(",")) if wins else None)
+        self._data_pages()
         self.alerts = AlertWorker(self.store, o.alerts) if o.alerts is not None else None
         self.city = (CityDelivery(self.store, o.city, o.center, o.codes, area=o.area) if o.city is not None
                      else None)
@@ -137,6 +141,14 @@ class CenterService:
         if o.sms is not None:
             gateway = o.gateway or FileGateway(o.data_dir / "sms-spool")
             self.sms = SmsWorker(self.store, gateway, o.sms, o.public_url, o.sms_signature)
+
+    def _data_pages(self) -> None:
+        """The center's own data: the JSON/CSV API (keys or a session) and, with the console, its pages."""
+        o = self.options
+        queries = Queries(self.store, o.sms.tz if o.sms else "Asia/Shanghai")
+        self.app.include_router(data_router(queries, centers=frozenset({o.center})))
+        if self.prov is not None or o.demo_users:
+            self.app.include_router(ratings_router(queries, o.center))
 
     def _console(self, cfg) -> None:
         """The staff console and the pairing service it drives (provisioning/), from the center file."""

@@ -54,7 +54,7 @@ def site(store, tmp_path):
     app = create_app(Desk(Record(store)), settings)
     queries = Queries(store, "Asia/Shanghai")
     app.add_exception_handler(SignInRequired, auth.sign_in_redirect)
-    app.include_router(data_router(queries))
+    app.include_router(data_router(queries, centers=frozenset({"C001"})))
     app.include_router(ratings_router(queries, "C001"))
     keys = {"all": apikeys.create_key(store, "all")[1],
             "w02": apikeys.create_key(store, "w02", frozenset({"W02"}))[1]}
@@ -88,6 +88,8 @@ def test_nobody_reads_without_a_key_or_a_session(site):
 
 def test_a_center_key_sees_every_window_a_system_key_only_its_own(site):
     assert ids(site.get("/api/v1/ratings", "all", center="C001")) == ALL_C001
+    assert ids(site.get("/api/v1/ratings", "all")) == ALL_C001          # not C002's j: another center's
+    assert ids(site.get("/api/v1/ratings", "all", center="C002")) == []
     assert ids(site.get("/api/v1/ratings", "w02", center="C001")) == ["f", "g", "h"]
     assert ids(site.get("/api/v1/ratings", "w02", window="W01")) == []          # not W01's rows
     by_window = site.get("/api/v1/summary", "w02", by="window", center="C001").json()["groups"]
@@ -232,6 +234,7 @@ def test_any_query_string_gets_json_200_or_400(site, params):
         assert r.status_code in (200, 400) and r.headers["content-type"].startswith("application/json")
 
 
+@pytest.mark.timeout(120)   # the bug this guards against was a deadlock: fail, not hang
 def test_clients_leaving_mid_export_do_not_use_up_the_database(site):
     """A client that hangs up after the first bytes frees its connection: more such clients than the
     pool has connections, then a full export still works."""
@@ -244,9 +247,11 @@ def test_clients_leaving_mid_export_do_not_use_up_the_database(site):
         conn.execute(insert(ratings), [row(f"bulk{n:05d}", base + n, seq=1000 + n, window="W02") for n in range(20000)])
     for _ in range(20):
         with httpx.Client(base_url=site.url, timeout=60) as client:
-            with client.stream("GET", "/api/v1/ratings.csv", headers={"Authorization": f"Bearer {site.keys['all']}"}) as r:
+            bearer = {"Authorization": f"Bearer {site.keys['all']}"}
+            with client.stream("GET", "/api/v1/ratings.csv", headers=bearer) as r:
                 assert r.status_code == 200
                 next(r.iter_bytes())
     time.sleep(0.5)
     body = site.get("/api/v1/ratings.csv", "all").content
-    assert body.count(b"\n") == 20000 + len(MONTH) + 1 + NOTE.count("\n")
+    in_c001 = len(MONTH) - 1   # not j (center C002)
+    assert body.count(b"\n") == 20000 + in_c001 + 1 + NOTE.count("\n")
