@@ -32,6 +32,7 @@ def test_a_document_refers_only_to_files_in_this_repository(doc):
 
 
 def test_provisioning_readme_gives_the_ledgers_real_options_and_every_service_account():
+    """(The ledger alone: `python -m center serve` runs it within the center service.)"""
     text = (ROOT / "provisioning" / "README.md").read_text("utf-8")
     helptext = subprocess.run([sys.executable, "-m", "center.ledger", "--help"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout
