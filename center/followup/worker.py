@@ -4,9 +4,10 @@ call happens outside any transaction, each alert claimed in a short write right 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable
+
+from center.polling import PollingWorker
 
 from center.followup import alerts
 from center.followup.store import sweep_overdue
@@ -15,8 +16,10 @@ from center.sms.gateway import Delivery
 log = logging.getLogger("center.followup")
 
 
-class AlertWorker:
+class AlertWorker(PollingWorker):
     """`run_once()` sweeps (every `sweep_s`) and sends what is due; `start()`/`stop()` run it in a thread."""
+
+    name = "followup-alerts"
 
     def __init__(self, store, gateway: alerts.AlertGateway, clock: Callable[[], float] = time.time, *,
                  batch: int = 50, lease_s: float = 300, poll_s: float = 1.0, sweep_s: float = 60,
@@ -25,8 +28,7 @@ class AlertWorker:
         self.batch, self.lease_s, self.poll_s, self.sweep_s = batch, lease_s, poll_s, sweep_s
         self.max_attempts = max_attempts
         self._swept = float("-inf")
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def sweep(self, now: float) -> int:
         with self.store.write() as conn:
@@ -56,24 +58,3 @@ class AlertWorker:
             log.info("alert %s (%s/%s): %s%s", alert.key, alert.center, alert.window, state,
                      f" ({delivery.error})" if delivery.error else "")
         return handed
-
-    def start(self) -> "AlertWorker":
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="followup-alerts", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception as e:  # noqa: BLE001 - the store may be briefly unavailable: keep polling
-                log.error("follow-up alert round failed: %s", type(e).__name__)
-            self._stop.wait(self.poll_s)

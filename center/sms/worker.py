@@ -6,9 +6,10 @@ write right before it (so one cancelled meanwhile is not sent) and its result re
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable
+
+from center.polling import PollingWorker
 
 from center.sms import jobs, message
 from center.sms.gateway import Delivery, Gateway, Outgoing, idempotency_key, mask
@@ -17,8 +18,10 @@ from center.sms.schedule import SmsPolicy
 log = logging.getLogger("center.sms")
 
 
-class SmsWorker:
+class SmsWorker(PollingWorker):
     """`run_once()` sends what is due now; `start()`/`stop()` do it every `poll_s` in a thread."""
+
+    name = "sms-worker"
 
     def __init__(self, store, gateway: Gateway, policy: SmsPolicy, link_base: str, signature: str,
                  clock: Callable[[], float] = time.time, *, batch: int = 50, lease_s: float = 300,
@@ -26,8 +29,7 @@ class SmsWorker:
         self.store, self.gateway, self.policy = store, gateway, policy
         self.link_base, self.signature, self.clock = link_base.rstrip("/"), signature, clock
         self.batch, self.lease_s, self.poll_s = batch, lease_s, poll_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def url(self, token: str) -> str:
         return f"{self.link_base}/s/{token}"
@@ -64,24 +66,3 @@ class SmsWorker:
         except Exception as e:  # noqa: BLE001 - the barrier: a broken gateway must not stop the worker
             detail = str(e).replace(job.phone, mask(job.phone)) if job.phone else str(e)
             return Delivery("retry", error=f"gateway raised {type(e).__name__}: {detail}"[:500])
-
-    def start(self) -> "SmsWorker":
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="sms-worker", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception as e:  # noqa: BLE001 - the store may be briefly unavailable: keep polling
-                log.error("sms worker round failed: %s", type(e).__name__)
-            self._stop.wait(self.poll_s)
