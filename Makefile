@@ -24,7 +24,7 @@ bench: $(STAMP)
 ## screens: render the README's pictures into docs/screens/ (tests write to a temp dir otherwise)
 screens: $(STAMP)
 	HCP_SCREENS_DIR=docs/screens $(PY) -m pytest -q -p no:cacheprovider tests/ui/test_layout.py \
-		tests/provisioning/test_browser.py tests/center/test_phone_browser.py tests/center/test_followup_browser.py \
+		tests/provisioning/test_browser.py tests/center/test_phone_browser.py tests/center/test_followup_browser.py tests/center/test_ratings_browser.py \
 		tests/provisioning/test_center_service.py
 
 ## voices: render the voice prompts (ui/voice/) with espeak-ng's Mandarin voice

@@ -3,8 +3,6 @@ with the overdue follow-up highlighted, the detail, a step taken by pressing its
 rides in the form). Screenshots: `screens_dir() / "center-followup*.png"`."""
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 from fastapi import FastAPI
@@ -18,33 +16,21 @@ from devkit.waiting import wait_for
 from devkit.web import WebServer
 from tests.center.test_followup_pages import Clock
 from tests.center.test_followup_store import APPLICANT, DAY, NOW, rating
+from tests.chromium import chromium
 from tests.screenshots import screens_dir
 
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", "/usr/bin/chromedriver"
 SIZES = {"desktop": (1280, 800), "phone": (375, 812)}
 
 
 @pytest.fixture(params=list(SIZES))
 def browser(request, tmp_path):
-    os.environ["SE_OFFLINE"] = "true"  # selenium must not try to fetch a browser or driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     width, height = SIZES[request.param]
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--window-size={width},{height}", "--lang=zh-CN"):
-        opts.add_argument(arg)
-    service = Service(DRIVER, log_output=str(tmp_path / "chromedriver.log"), env={**os.environ, "LANGUAGE": "zh_CN"})
-    drv = webdriver.Chrome(service=service, options=opts)
-    drv.set_page_load_timeout(30)
-    drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
-                                                              "deviceScaleFactor": 1,
-                                                              "mobile": request.param == "phone"})
-    drv.size_name, drv.width = request.param, width
-    yield drv
-    drv.quit()
+    with chromium(tmp_path, width, height) as drv:
+        drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                                                                  "deviceScaleFactor": 1,
+                                                                  "mobile": request.param == "phone"})
+        drv.size_name, drv.width = request.param, width
+        yield drv
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ static staff and hall codes, the SMS link and the error pages. Screenshots of ev
 the test uses the driver's script only to measure them."""
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 from sqlalchemy import select
@@ -19,32 +17,17 @@ from devkit.waiting import wait_for
 from center.web.server import WebServer
 from tests.center.test_web_pages import (CASE, hall_token, jpeg, make_settings, qr, seed, sms_link_token_for,
                                          staff_token)
+from tests.chromium import chromium
 from tests.screenshots import screens_dir
 
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", "/usr/bin/chromedriver"
 WIDTH, HEIGHT = 375, 812
 
 
 @pytest.fixture
 def browser(tmp_path):
-    os.environ["SE_OFFLINE"] = "true"  # selenium must not try to fetch a browser or driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                f"--window-size={WIDTH},{HEIGHT}", "--lang=zh-CN"):
-        opts.add_argument(arg)
-    # (the file button's own words come from the browser: English unless Debian's chromium-l10n is installed)
-    # Chromium takes its own UI language (the file button) from the environment on Linux; chromium-l10n has it.
-    service = Service(DRIVER, log_output=str(tmp_path / "chromedriver.log"), env={**os.environ, "LANGUAGE": "zh_CN"})
-    drv = webdriver.Chrome(service=service, options=opts)
-    drv.set_page_load_timeout(30)
-    phone_viewport(drv, HEIGHT)
-    yield drv
-    drv.quit()
+    with chromium(tmp_path, WIDTH, HEIGHT) as drv:
+        phone_viewport(drv, HEIGHT)
+        yield drv
 
 
 def phone_viewport(drv, height: int) -> None:

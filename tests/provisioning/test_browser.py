@@ -5,8 +5,6 @@ phone (375) width: `screens_dir() / "center-<name>.png"` and `center-<name>-phon
 `make screens`, tests/screenshots.py)."""
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 
@@ -15,9 +13,9 @@ from device.machine import Phase
 from devkit.waiting import wait_for
 from tests.provisioning.conftest import STAFF_PASSWORD, STAFF_USER, code_of, paired_idle
 from tests.provisioning.test_console import serve_console
+from tests.chromium import chromium
 from tests.screenshots import screens_dir
 
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", "/usr/bin/chromedriver"
 DESKTOP, PHONE = 1100, 375
 
 # No skip when they are missing: `make test` (tools/bootstrap) installs Debian's chromium and chromium-driver.
@@ -25,20 +23,8 @@ DESKTOP, PHONE = 1100, 375
 
 @pytest.fixture
 def browser(tmp_path):
-    os.environ["SE_OFFLINE"] = "true"  # selenium must not try to fetch a browser or driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                f"--window-size={DESKTOP},900", "--lang=zh-CN"):
-        opts.add_argument(arg)
-    drv = webdriver.Chrome(service=Service(DRIVER, log_output=str(tmp_path / "chromedriver.log")), options=opts)
-    drv.set_page_load_timeout(30)
-    yield drv
-    drv.quit()
+    with chromium(tmp_path, DESKTOP, 900) as drv:
+        yield drv
 
 
 @pytest.fixture
