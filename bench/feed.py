@@ -47,7 +47,6 @@ def case_feed_times(work: Path, n: int = 300, db: str | None = None) -> list[flo
 
     from center.apikeys import create_key
     from center.service import CenterService, demo_options
-    from center.web.feed import feed_router
     from devkit.broker import Broker, free_port
     from protocol import topics
     from protocol.transport import no_delay
@@ -55,12 +54,10 @@ def case_feed_times(work: Path, n: int = 300, db: str | None = None) -> list[flo
     (work / "broker").mkdir(parents=True, exist_ok=True)
     with Broker(workdir=str(work / "broker")) as broker:
         options = replace(demo_options(work / "center", broker.port, free_port(), center=CENTER), feed_key=b"",
-                          sms=None)
+                          sms=None, windows=frozenset(WINDOWS))
         if db:
             options = replace(options, db=db)
-        service = CenterService(options)
-        service.app.include_router(feed_router(service.record, center=CENTER, windows=frozenset(WINDOWS),
-                                               wake=service.notices.wake))
+        service = CenterService(options)  # its feed, woken after each commit, as in production
         service.start()
         _, key = create_key(service.store, "bench")
         arrived: dict[str, float] = {}
