@@ -63,9 +63,15 @@ NO_MATCHING_SUBSCRIBERS = 0x10   # MQTT v5 PUBACK: taken, but nobody at the city
 
 def enqueue(conn: Connection, record: Mapping[str, Any], now: float) -> None:
     """Owe the city this rating (a `ratings` row as just inserted): inside the transaction that stored it."""
-    conn.execute(insert(cd), {"rating_id": record["id"], "center": record["center"], "device": record["device"],
-                              "day": fields.day_of(record["ts"]), "state": PENDING, "attempts": 0,
-                              "next_try": now, "created": now})
+    enqueue_all(conn, [record], now)
+
+
+def enqueue_all(conn: Connection, records: list[Mapping[str, Any]], now: float) -> None:
+    """The same for many ratings in one statement (the intake's batch)."""
+    if records:
+        conn.execute(insert(cd), [{"rating_id": r["id"], "center": r["center"], "device": r["device"],
+                                   "day": fields.day_of(r["ts"]), "state": PENDING, "attempts": 0,
+                                   "next_try": now, "created": now} for r in records])
 
 
 def backfill(conn: Connection, now: float) -> int:

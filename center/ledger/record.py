@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +50,12 @@ RATING_EXISTS = select(ratings.c.id).where(ratings.c.id == _P("id"))
 CASE_RATED = select(ratings.c.id).where(and_(ratings.c.center == _P("center"), ratings.c.case_id == _P("case"),
                                              ratings.c.first == 1))
 INSERT_RATING = insert(ratings)
+_IF_NEW = {name: d.insert(ratings).on_conflict_do_nothing(index_elements=["id"]).returning(ratings.c.id)
+           for name, d in (("sqlite", sqlite), ("postgresql", postgresql))}
+
+
+def INSERT_RATING_IF_NEW(conn: Connection):  # noqa: N802 - a statement, chosen by the connection's dialect
+    return _IF_NEW[conn.dialect.name]
 BINDING = select(bindings.c.state, bindings.c.window, bindings.c.prev_window, bindings.c.since,
                  bindings.c.source).where(and_(bindings.c.center == _P("center"), bindings.c.device == _P("device")))
 INSERT_BINDING = insert(bindings)
@@ -101,6 +108,11 @@ class Record:
         self.store = store
         self.sms_policy = sms_policy   # center.sms.schedule.SmsPolicy; None: no SMS follow-up
         self.followup_policy = followup_policy  # center.followup.FollowupPolicy; None: no 差评 follow-ups
+        # Each device's binding as last read or written by this process (bindings change only through
+        # messages every intake receives); dropped with any batch that is rolled back.
+        self._bindings: dict[tuple[str, str], tuple] = {}
+        # During an intake batch, on its thread: the ratings owed to the city, written in one statement at its end.
+        self._batch = threading.local()
         self.tz = ZoneInfo(tz)
         self.throttle = Throttle()
         self.stored = 0      # ratings stored (not duplicates)
@@ -130,10 +142,12 @@ class Record:
     def _ingest(self, batch: list[tuple[str, bytes]], now: float, savepoints: bool) -> dict[str, list[dict]]:
         before = self.counts()
         receipts: dict[str, list[dict]] = {}
+        self._batch.owed = owed_all = []
         try:
             with self.store.write() as conn:
                 for topic, payload in batch:
                     sp = conn.begin_nested() if savepoints else None
+                    owed = len(owed_all)
                     try:
                         reply, item = self._one(conn, topic, payload, now)
                         if sp is not None:
@@ -144,16 +158,22 @@ class Record:
                         if sp is None:
                             raise _RecordFailed() from e
                         sp.rollback()
+                        del owed_all[owed:]
+                        self._bindings.clear()  # a binding pinned by this record is gone again
                         self.failed += 1
                         log.exception("could not store a message on %r; refused it", topic[:200])
                         reply, item = self._refusal(topic, payload, f"ledger_error: {type(e).__name__}: "
                                                                     f"{_first_line(e)}")
                     if reply and item:
                         receipts.setdefault(reply, []).append(item)
+                city.enqueue_all(conn, owed_all, now)
         except BaseException:
             for name, value in before.items():  # rolled back: nothing of it happened
                 setattr(self, name, value)
+            self._bindings.clear()
             raise
+        finally:
+            self._batch.owed = None
         return receipts
 
     def _one(self, conn: Connection, topic: str, payload: bytes, now: float) -> tuple[str | None, dict | None]:
@@ -205,11 +225,11 @@ class Record:
         A terminal's rating is always kept (flagged when it disagrees with what the center published; a
         later rating of a rated case is kept with first=0). A center channel's rating (`terminal=False`)
         of a case already rated is not stored at all: `already_rated`."""
-        if conn.execute(RATING_EXISTS, {"id": m["id"]}).first():
-            return Stored("duplicate")
+        case = m.get("case")
+        if case is not None and conn.execute(RATING_EXISTS, {"id": m["id"]}).first():
+            return Stored("duplicate")  # (without a case, the insert below finds out by itself)
         flags = self._check(conn, m, now) if terminal else []
         alarms = [f for f in flags if f not in INFORMATIVE_FLAGS]
-        case = m.get("case")
         first = case is not None and not alarms and not self.is_rated(conn, m["center"], case)
         if case is not None and not terminal and not first:
             return Stored("already_rated")
@@ -232,9 +252,16 @@ class Record:
                     return Stored("already_rated")
                 first, row["first"] = False, 0
                 conn.execute(INSERT_RATING, row)
+        elif case is None:  # a staff or hall rating: one statement also tells a duplicate
+            if conn.execute(INSERT_RATING_IF_NEW(conn), row).first() is None:
+                return Stored("duplicate")
         else:
             conn.execute(INSERT_RATING, row)
-        city.enqueue(conn, row, now)  # owed to the city from the moment it is stored (docs/protocol.md §14)
+        owed = getattr(self._batch, "owed", None)
+        if owed is not None:  # the intake's batch: owed to the city in one statement at its end
+            owed.append(row)
+        else:
+            city.enqueue(conn, row, now)  # owed to the city from the moment it is stored (docs/protocol.md §14)
         self.stored += 1
         if self.followup_policy is not None:  # a 差评 opens its follow-up (整改) with the rating
             followup.open(conn, row, now, self.followup_policy)
@@ -284,10 +311,15 @@ class Record:
         """How a rating agrees with the device's binding and the case as published (docs/protocol.md §7)."""
         flags: list[str] = []
         center, device, window = m["center"], m["device"], m["window"]
-        b = conn.execute(BINDING, {"center": center, "device": device}).first()
+        b = self._bindings.get((center, device))
+        if b is None:
+            b = conn.execute(BINDING, {"center": center, "device": device}).first()
+            if b is not None:
+                self._bindings[(center, device)] = tuple(b)
         if b is None:  # no provisioning: pin the window of the device's first rating
             conn.execute(INSERT_BINDING, dict(center=center, device=device, state="pinned", window=window,
                                               prev_window=None, since=now, source="first_use", updated=now))
+            self._bindings[(center, device)] = ("pinned", window, None, now, "first_use")
             log.info("no binding known for %s/%s: pinned it to window %s (its first rating)", center, device, window)
             flags.append("unbound")
         else:
@@ -358,6 +390,7 @@ class Record:
                    prev_window=old[0] if moved else (old[1] if old else None),
                    since=since if (moved or old is None) else old[2])
         upsert(conn, bindings, row, ("center", "device"))
+        self._bindings.pop((center, device), None)  # read again, as stored, at the next rating
         log.info("binding of %s/%s: %s at %s", center, device, b["state"], window)
 
     def _case(self, conn: Connection, center: str, window: str, payload: bytes, now: float) -> None:

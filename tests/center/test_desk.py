@@ -158,3 +158,17 @@ def test_phone_numbers_are_normalised():
     for bad in ("", "12345678901", "139123456789", "２３９１２３４５６７８", "139１2345678"):
         with pytest.raises(ContactError):
             normalise(bad)
+
+
+def test_a_rating_offered_twice_is_stored_once_and_owed_to_the_city_once(record):
+    """Staff/hall ratings find a duplicate by their insert alone (no case index can conflict); case ratings by
+    a look-up first. Both in one batch and across batches."""
+    staff_rating = factories.rating("t1", C, W, kind="staff", staff=factories.staff(0))
+    case_rating = factories.rating("t1", C, W, kind="case", case=factories.case_model("SH1"), staff=factories.staff(0),
+                                   seq=2)
+    first = publish(record, (T.rating, staff_rating), (T.rating, case_rating), (T.rating, staff_rating))
+    again = publish(record, (T.rating, case_rating), (T.rating, staff_rating))
+    assert [i["status"] for i in first[T.receipt]] == ["stored", "stored", "duplicate"]
+    assert [i["status"] for i in again[T.receipt]] == ["duplicate", "duplicate"]
+    assert len(rows(record.store, ratings.c.id)) == 2
+    assert sorted(rows(record.store, city_delivery.c.rating_id)) == sorted([(staff_rating["id"],), (case_rating["id"],)])
