@@ -88,7 +88,7 @@ def _cards(args) -> int:
     images = []
     with store.read() as conn:
         gen = conn.execute(centers.select().where(centers.c.center == opts.center)).first().code_gen
-    windows = _window_names(args.center_file)
+    windows = {w.id: w.name for w in opts.center_config.windows}
     url = links.hall_url(opts.public_url, links.sign_hall(opts.static_key_id, opts.static_key, opts.center, gen))
     hall = cards.hall_card(url, opts.center_name)
     (out / "hall.png").write_bytes(cards.png_bytes(hall))
@@ -105,11 +105,6 @@ def _cards(args) -> int:
     store.close()
     print(f"wrote {len(images)} cards to {out} (PNG each, all in cards.pdf)")
     return 0
-
-
-def _window_names(center_file: str) -> dict[str, str]:
-    from provisioning import config
-    return {w.id: w.name for w in config.load(center_file).windows}
 
 
 def _staff(args) -> int:

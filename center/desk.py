@@ -2,7 +2,7 @@
 
 Every rating made here goes through the same door as the terminals' (`center.ledger.record`): one first
 rating per (center, case), then the side effects as rows in the same transaction (the case published as
-`rated` for the terminal, the record for the bridge, pending SMS cancelled).
+`rated` for the terminal, owed to the city, pending SMS cancelled).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Sends the MQTT messages the center owes (`notices` rows, written with the change that owes them): a case
 rated on a phone published `rated` (retained) so the terminal at its window shows "rated on the phone",
-and the center's own records offered on like the terminals' (the bridge forwards device topics).
+and the windows' cases and duty from the case feed (retained).
 
 A row is marked sent only when the broker acknowledged it (PUBACK; under MQTT 5 with a reason code below
 0x80). Until then it is offered again, in order, after any outage or restart: duplicates on the wire are

@@ -1,7 +1,7 @@
 """The one door into the record: every rating — a terminal's over MQTT, or a phone's through the web pages —
 is stored here, where one first rating per (center, case) is enforced, and its side effects are written
-in the same transaction (a pending SMS cancelled; for the center's own channels the case published as
-`rated` and the record offered on to the bridge, as `notices` rows).
+in the same transaction (owed to the city, `city_delivery`; a 差评's follow-up opened; a pending SMS
+cancelled; for the center's own channels the case published as `rated`, a `notices` row).
 
 It also keeps what the center published (bindings, cases, duty, catalogs) and checks each terminal rating
 against it (docs/protocol.md §7). The MQTT intake (`center.ledger.intake`) and the phone desk

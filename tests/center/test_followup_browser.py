@@ -13,7 +13,7 @@ from center.store import Store, sqlite_url
 from center.web.auth import SignInRequired, sign_in_redirect
 from center.web.console.followups import router
 from devkit.waiting import wait_for
-from devkit.web import WebServer
+from center.web.server import WebServer
 from tests.center.test_followup_pages import Clock
 from tests.center.test_followup_store import APPLICANT, DAY, NOW, rating
 from tests.chromium import chromium

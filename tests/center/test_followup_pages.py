@@ -16,7 +16,7 @@ from center.store import Store
 from center.store.tables import audit, notes
 from center.web.auth import SignInRequired, sign_in_redirect
 from center.web.console.followups import router
-from devkit.web import WebServer
+from center.web.server import WebServer
 from tests.center.test_followup_store import APPLICANT, DAY, NOW, rating
 
 

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from center.sms.gateway import Delivery, FileGateway, Outgoing, WebhookGateway, idempotency_key, mask
 from devkit.broker import free_port
-from devkit.web import WebServer
+from center.web.server import WebServer
 
 SECRET = b"adapter-shared-secret"
 PHONE = "13812345678"
