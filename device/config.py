@@ -17,6 +17,7 @@ from protocol import qrtoken
 from protocol.values import Channel
 from configuration.schema import LOCAL_HTTP, ConfigurationError, opt, section
 from configuration.schema import load as load_layers
+from configuration.system import SystemSection
 from ui.config import UiSection
 
 MAIN_FILE = Path("/etc/rating-terminal/terminal.toml")
@@ -148,6 +149,7 @@ class Config:
     limits: LimitsSection = section(LimitsSection)
     ui: UiSection = section(UiSection)
     hardware: HardwareSection = section(HardwareSection)
+    system: SystemSection = section(SystemSection)
 
 
 class ConfigError(ConfigurationError):

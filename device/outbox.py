@@ -8,6 +8,11 @@ with `OutboxFull` at capacity instead of evicting anything, and `level` lets the
 Storage faults are told apart by SQLite's result code: only a damaged file is moved aside (and every
 readable row salvaged); a full or failing disk makes the store "unavailable" until it opens again.
 Files are 0600 in a 0700 directory. Sequence numbers run without holes across restarts.
+
+Schema versions (`PRAGMA user_version`; a file without one is version 1): a release reads its own
+schema and the one before it, and never migrates by itself. Only the updater's commit, after the new
+release proved healthy, runs `python -m device.outbox migrate DATA_DIR`, so a rollback from a failed
+trial finds the schema the old release wrote (image-build/README.md, "Updates (A/B)").
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import logging
 import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -46,6 +52,10 @@ RETRY_S = (0.5, 30.0)  # backoff while the file cannot be opened (full or failin
 SALVAGED = ".salvaged"  # appended to a moved-aside file once its readable rows are copied
 GAP_LOOKUPS = 200_000  # at most this many sequence numbers looked up one by one between damaged pages
 MISS_RUN = 2_000  # beyond the last known sequence, this many missing numbers in a row end the lookups
+# Forward migrations: MIGRATIONS[i] takes a store from schema i + 1 to i + 2, inside one transaction
+# that also sets the new user_version (use `db.execute`, never `executescript`: that would commit).
+# None yet: schema 1 is the SCHEMA above.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
 # SQLite primary result codes (the low byte of `sqlite_errorcode`)
 SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
 
@@ -96,8 +106,13 @@ class Outbox:
 
     def __init__(self, path: str | Path, capacity: int = 100_000,
                  on_alarm: Callable[[str, str], None] | None = None,
-                 on_clear: Callable[[str], None] | None = None, retry_s: tuple[float, float] = RETRY_S):
+                 on_clear: Callable[[str], None] | None = None, retry_s: tuple[float, float] = RETRY_S,
+                 migrate: bool = False):
+        """`migrate=False` (the runtime's way): an existing store at the schema before this release's is used
+        as it is; `migrate=True` moves it forward first. A new store is made at this release's schema."""
         self.path = Path(path)
+        self.migrate = migrate
+        self.schema = 0  # the open store's schema version
         self.capacity = capacity
         self._on_alarm = on_alarm or (lambda code, detail: None)
         self._on_clear = on_clear or (lambda code: None)
@@ -141,7 +156,7 @@ class Outbox:
                     raise
                 moved = (self._move_aside(str(e)), str(e))
                 self._db = self._connect()
-                self._db.executescript(SCHEMA)
+                self._schema()
             self._salvage_leftovers(moved)
             moved = None  # reported
             self._prune()
@@ -149,6 +164,9 @@ class Outbox:
             self._rated = {r[0] for r in self._db.execute("SELECT case_id FROM rated_cases")}
             self._next_seq = _top(self._db) + 1
             self._gone = self._connect(synchronous="NORMAL")
+        except OutboxError:
+            self._drop()  # a schema this release cannot read: not a disk problem, nothing to retry
+            raise
         except (sqlite3.Error, OSError) as e:
             self._drop()
             if moved is not None:
@@ -250,7 +268,28 @@ class Outbox:
         rows = self._db.execute("PRAGMA quick_check").fetchall()
         if rows != [("ok",)]:
             raise _Damaged("; ".join(str(r[0]) for r in rows[:5]))
-        self._db.executescript(SCHEMA)
+        self._schema()
+
+    def _schema(self) -> None:
+        """Make a new store at this release's schema; check (with `migrate`: move forward) an existing one."""
+        db, want = self._db, schema_version()
+        if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+            db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version={want}; COMMIT;")
+            self.schema = want
+            return
+        have = stored_version(db)
+        if self.migrate and have < want:
+            _migrate(db, have, want, self.path)
+            have = want
+        if have > want:
+            raise OutboxError("schema", f"{self.path} is at schema {have}, written by a newer release; "
+                                        f"this one reads {want - 1}..{want}")
+        if have < want - 1:
+            raise OutboxError("schema", f"{self.path} is at schema {have}; this release reads {want - 1}..{want}: "
+                                        f"run `python -m device.outbox migrate {self.path.parent}` first")
+        if have == want:
+            db.executescript(SCHEMA)
+        self.schema = have
 
     def _move_aside(self, why: str) -> Path:
         """Keep the damaged file (and its -wal, -shm) as `<name>.corrupt-<time>`; it is salvaged next."""
@@ -494,6 +533,84 @@ class Outbox:
             return Counts(self._pending, self._quarantined, self.capacity)
 
 
+def schema_version() -> int:
+    """This release's outbox schema: 1 plus the forward migrations it carries."""
+    return 1 + len(MIGRATIONS)
+
+
+def stored_version(db: sqlite3.Connection) -> int:
+    """A store's schema; a file made before versions existed (user_version 0) is schema 1."""
+    return db.execute("PRAGMA user_version").fetchone()[0] or 1
+
+
+def _migrate(db: sqlite3.Connection, have: int, want: int, path: Path) -> None:
+    """Each step in its own transaction with its new user_version: a power cut leaves a whole schema."""
+    for version in range(have, want):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version - 1](db)
+            db.execute(f"PRAGMA user_version={version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        log.warning("outbox %s migrated from schema %d to %d", path, version, version + 1)
+
+
+def migrate(path: str | Path) -> tuple[int, int]:
+    """Move an existing store forward to this release's schema: (before, after); (0, 0) when there is none.
+
+    `path` is the store or the data directory holding `outbox.db`. Raises OutboxError("schema") for a
+    store newer than this release.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "outbox.db"
+    if not path.exists():
+        return 0, 0
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("PRAGMA synchronous=FULL")
+        have, want = stored_version(db), schema_version()
+        if have > want:
+            raise OutboxError("schema", f"{path} is at schema {have}, newer than this release's {want}")
+        if have < want:
+            _migrate(db, have, want, path)
+        return have, want
+    finally:
+        db.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m device.outbox migrate|version DATA_DIR`: what the updater runs at commit."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m device.outbox", description="the outbox's schema version")
+    ap.add_argument("command", choices=("migrate", "version"))
+    ap.add_argument("data_dir", type=Path, help="the terminal's data directory (or the outbox.db file)")
+    args = ap.parse_args(argv)
+    path = args.data_dir / "outbox.db" if args.data_dir.is_dir() else args.data_dir
+    if args.command == "version":
+        if not path.exists():
+            print(f"{path}: no outbox yet; this release makes schema {schema_version()}")
+            return 0
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            print(f"{path}: schema {stored_version(db)}; this release reads {schema_version() - 1}..{schema_version()}")
+        finally:
+            db.close()
+        return 0
+    try:
+        before, after = migrate(path)
+    except OutboxError as e:
+        print(f"outbox: {e}", file=sys.stderr)
+        return 1
+    print(f"{path}: " + ("no outbox yet" if not before else
+                         f"schema {before} -> {after}" if before != after else f"schema {after}, nothing to do"))
+    return 0
+
+
 def is_corruption(e: BaseException) -> bool:
     """SQLite says the file itself is damaged (CORRUPT, NOTADB), as opposed to a full or failing disk."""
     code = getattr(e, "sqlite_errorcode", None)
@@ -588,3 +705,7 @@ def _one(old: sqlite3.Connection, sql: str, args: tuple) -> tuple | None:
         if is_corruption(e):
             raise
         raise _classify(e) from e
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -128,7 +128,8 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path):
     unit = (KIOSK / "rating-terminal-ui.service").read_text()
     # verify wants ExecStart's binary to exist: point it at this Python for the check
     local = tmp_path / "rating-terminal-ui.service"
-    local.write_text(unit.replace("/opt/rating-terminal/venv/bin/python", sys.executable))
+    local.write_text(unit.replace("/opt/rating-terminal/venv/bin/python", sys.executable)
+                     .replace("/usr/lib/rating-terminal/launch", sys.executable))
     r = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
     assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
     broken = tmp_path / "broken.service"
@@ -143,8 +144,7 @@ def test_the_unit_is_a_notify_service_with_watchdog_and_restart():
     unit.read(KIOSK / "rating-terminal-ui.service")
     s = unit["Service"]
     assert s["Type"] == "notify" and int(s["WatchdogSec"]) > 0 and s["Restart"] == "always"
-    assert s["ExecStart"].endswith("-m ui") and s["TTYPath"] == "/dev/tty1"
-    assert {"video", "render", "input"} <= set(s["SupplementaryGroups"].split())
+    assert s["ExecStart"] == "/usr/lib/rating-terminal/launch" and s["TTYPath"] == "/dev/tty1"
     assert unit["Unit"]["Conflicts"] == "getty@tty1.service"
     assert s["EnvironmentFile"].endswith("kiosk.env")
 
