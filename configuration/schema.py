@@ -95,8 +95,11 @@ def default_of(f: Field) -> Any:
 def read_toml(path: Path, problems: list[str]) -> dict | None:
     """The file's tables, or None with a problem (the parser's message: it never quotes the value)."""
     try:
-        return tomllib.loads(path.read_text("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        # utf-8-sig: Windows Notepad's "UTF-8 with BOM" (a technician edits the boot partition's file)
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        problems.append(f"{path}: not UTF-8 (byte {e.start}); save it as UTF-8 (Notepad: 另存为 → 编码 UTF-8)")
+    except tomllib.TOMLDecodeError as e:
         problems.append(f"{path}: not valid TOML: {e}")
     except OSError as e:
         problems.append(f"{path}: cannot read: {e.strerror or e}")

@@ -61,7 +61,10 @@ class Terminal:
         self.data_dir = Path(cfg.device.data_dir)
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            os.chmod(self.data_dir, 0o700)  # ratings, credentials and keys: for the terminal's account only
+            # Ratings, credentials and keys: for the terminal's account only. On the image the data
+            # partition's top is root's (1770 root:rating, so the updater's files stay root's): leave it.
+            if self.data_dir.stat().st_uid == os.geteuid():
+                os.chmod(self.data_dir, 0o700)
         except OSError as e:
             log.warning("cannot make %s private (0700): %s", self.data_dir, e)
         self.account = Account(cfg, device_id, self.data_dir)

@@ -44,6 +44,20 @@ ABSOLUTE_LINK_RE = re.compile(r"^/usr/bin/python3(\.\d+)?$")
 CHUNK = 1 << 20
 
 
+MAX_HEADER = 64 << 10         # bytes of one pax/GNU extended header (our paths are at most MAX_PATH)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads an extended header whole into memory, before any member (or the signature) is
+    checked: a few kB of xz can carry gigabytes of pax header. Refuse big ones unread."""
+
+    def _proc_member(self, tar):
+        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                         tarfile.GNUTYPE_LONGLINK) and self.size > MAX_HEADER:
+            raise tarfile.HeaderError(f"an extended header of {self.size} bytes (limit {MAX_HEADER})")
+        return super()._proc_member(tar)
+
+
 class BundleError(Exception):
     """The bundle was refused; the message says why (and names the member or key file at fault)."""
 
@@ -57,6 +71,16 @@ class Manifest:
     dirs: tuple[str, ...]
     links: dict[str, str]                    # path -> target
     size: int
+
+    def disk_bytes(self, block: int = 4096) -> int:
+        """A generous estimate of the blocks the unpacked release takes: every file rounded up to a
+        block, a block per directory and per link (many tiny files cost far more than their sizes)."""
+        return sum(-(-s // block) * block for _, s, _ in self.files.values()) \
+            + block * (len(self.dirs) + len(self.links) + 1)
+
+    @property
+    def entries(self) -> int:
+        return len(self.files) + len(self.dirs) + len(self.links) + 1
 
     def to_json(self) -> bytes:
         doc = {"format": FORMAT, "version": self.version, "outbox_schema": self.outbox_schema,
@@ -108,6 +132,42 @@ def check_link(path: str, target: str) -> str:
     return target
 
 
+MAX_HOPS = 40  # as the kernel's ELOOP limit
+
+
+def resolve_link(start: list[str], target: str, links: dict[str, str], name: str, hops: int = 0) -> list[str]:
+    """Resolve `target` from the directory `start` through the release's own links, as the kernel would.
+
+    `check_link` counts `..` by the letters of one target; this follows the links a target passes
+    through, so `d -> .` then `e -> d/d/../..` (fine by the letters, the parent of the release on disk)
+    is refused. The venv's absolute link to the system python3 may only end a path."""
+    stack = list(start)
+    parts = target.split("/")
+    for i, part in enumerate(parts):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not stack:
+                raise BundleError(f"link {name!r} -> {links[name]!r} resolves outside the release")
+            stack.pop()
+            continue
+        stack.append(part)
+        via = links.get("/".join(stack))
+        if via is None:
+            continue
+        hops += 1
+        if hops > MAX_HOPS:
+            raise BundleError(f"link {name!r}: more than {MAX_HOPS} links deep (a loop?)")
+        if via.startswith("/"):
+            if any(p not in ("", ".") for p in parts[i + 1:]):
+                raise BundleError(f"link {name!r} -> {links[name]!r} goes through the system's {via}")
+            return ["/"]
+        stack = resolve_link(stack[:-1], via, links, name, hops)
+        if stack == ["/"] and any(p not in ("", ".") for p in parts[i + 1:]):
+            raise BundleError(f"link {name!r} -> {links[name]!r} goes through the system's python")
+    return stack
+
+
 def parse_manifest(data: bytes) -> Manifest:
     """bundle.json (already signature-checked) -> Manifest; BundleError on anything unexpected."""
     if len(data) > MAX_MANIFEST:
@@ -149,6 +209,9 @@ def parse_manifest(data: bytes) -> Manifest:
     for path in dirs_doc:
         dirs.append(check_path(path))
     links = {check_path(p): check_link(p, t) for p, t in links_doc.items()}
+    for path, target in links.items():
+        if not target.startswith("/"):
+            resolve_link(path.split("/")[:-1], target, links, path)
     names = list(files) + dirs + list(links)
     if len(set(names)) != len(names):
         raise BundleError(f"{MANIFEST}: a path is listed twice")
@@ -479,7 +542,7 @@ def open_bundle(path: Path, keys_dir: Path) -> Opened:
     keys = trusted_keys(keys_dir)
     raw = open(path, "rb")
     try:
-        tar = tarfile.open(fileobj=raw, mode="r|*")
+        tar = tarfile.open(fileobj=raw, mode="r|*", tarinfo=_BoundedTarInfo)
     except (tarfile.TarError, lzma.LZMAError, EOFError) as e:
         raw.close()
         raise BundleError(f"{path} is not a bundle (not a tar archive): {e}") from None

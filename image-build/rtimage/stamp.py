@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -14,7 +15,9 @@ from pathlib import Path
 
 from rtimage import layout
 
-FAT_TYPES = {"1", "4", "6", "b", "c", "e", "ef"}    # MBR type ids of FAT partitions (and the EFI one)
+FAT_TYPES = {"1", "4", "6", "b", "c", "e", "ef",     # MBR type ids of FAT partitions (and the EFI one)
+             "ebd0a0a2-b9e5-4433-87c0-68b6b7260599",  # GPT: Microsoft basic data (a Pi 4/5 boots GPT too)
+             "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"}  # GPT: EFI system partition
 BOOT_LABELS = ("RTBOOT", "BOOTFS", "BOOT", "RASPIFIRM")  # this image, Pi OS, older Pi OS, Debian's raspi images
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1", "MTOOLSRC": os.devnull, "TZ": "UTC"}
 FILES = (layout.ENROLMENT_NAME, layout.SETTINGS_NAME)
@@ -98,12 +101,13 @@ def find_boot(target: Path) -> BootPartition:
     target = Path(target)
     check_target(target)
     done = subprocess.run(["sfdisk", "-J", str(target)], capture_output=True, text=True)
-    parts = json.loads(done.stdout)["partitiontable"].get("partitions", []) if done.returncode == 0 else []
+    table = json.loads(done.stdout)["partitiontable"] if done.returncode == 0 else {}
+    parts = table.get("partitions", [])
     if not parts:
         if looks_fat(target, 0):
             return BootPartition(target, 0, volume_label(target, 0), 0)
         raise StampError(f"{target}: no partition table and no FAT file system: not an SD-card image")
-    unit = 512
+    unit = int(table.get("sectorsize") or 512)  # 4096 on a 4Kn disk
     candidates = []
     for n, p in enumerate(parts, 1):
         offset = p["start"] * unit
@@ -115,9 +119,37 @@ def find_boot(target: Path) -> BootPartition:
     return next((c for c in candidates if c.label.upper() in BOOT_LABELS), candidates[0])
 
 
+def space(boot: BootPartition, names) -> tuple[int, int, dict[str, int]]:
+    """(cluster bytes, free bytes, size of each of `names` already there) of the FAT partition."""
+    info = mtool("minfo", "-i", boot.spec, "::").decode(errors="replace")
+    sector = re.search(r"sector size: (\d+) bytes", info)
+    per = re.search(r"cluster size: (\d+) sectors", info)
+    cluster = int(sector[1]) * int(per[1]) if sector and per else 512
+    listing = mtool("mdir", "-i", boot.spec, "::/").decode(errors="replace")
+    free = re.search(r"([\d ]+) bytes free", listing)
+    sizes = {}
+    for line in listing.splitlines():
+        m = re.match(r".*?\s(\d+)\s+\d{4}-\d\d-\d\d\s+\d+:\d\d\s+(\S+)\s*$", line)
+        if m and m[2].lower() in {n.lower() for n in names}:
+            sizes[m[2].lower()] = int(m[1])
+    return cluster, int(free[1].replace(" ", "")) if free else 0, sizes
+
+
 def write_files(boot: BootPartition, files: dict[str, bytes]) -> None:
+    """Copy the files in; refused before anything is written when they would not fit, and read back after:
+    mcopy truncates a file on a full FAT and still exits 0."""
+    cluster, free, sizes = space(boot, files)
+    clusters = lambda n: -(-n // cluster) * cluster  # noqa: E731
+    need = sum(clusters(len(d)) for d in files.values()) - sum(clusters(n) for n in sizes.values())
+    if need > free:
+        raise StampError(f"{boot.target}: partition {boot.number} ({boot.label or 'FAT'}) has {free} bytes free, "
+                         f"the files need {need} more: nothing written (remove something from it first)")
     for name, data in files.items():
         mtool("mcopy", "-o", "-i", boot.spec, "-", f"::/{name}", input=data)
+    for name, data in files.items():
+        if mtool("mtype", "-i", boot.spec, f"::/{name}") != data:
+            raise StampError(f"{boot.target}: {name} did not read back as written (partition {boot.number} full "
+                             f"or failing): stamp again after freeing space, or use another card")
 
 
 def read_files(boot: BootPartition) -> dict[str, bytes | None]:

@@ -23,8 +23,8 @@ import json
 import logging
 import os
 import pwd
-import grp
 import shutil
+import stat
 import sqlite3
 import subprocess
 import sys
@@ -47,6 +47,7 @@ GRACE_S = 180         # beyond HOLD_S, how long the trial may take to come up at
 POLL_S = 2.0
 SERVICE_USER = "rating"
 RESERVE = 64 << 20    # bytes of the data partition an install leaves free: the outbox must never run out
+RESERVE_INODES = 4096  # and inodes
 
 
 class UpdateError(Exception):
@@ -135,11 +136,14 @@ def outbox_version(data: Path) -> int:
     path = data / "outbox.db"
     if not path.exists():
         return 0
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return db.execute("PRAGMA user_version").fetchone()[0] or 1
-    finally:
-        db.close()
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute("PRAGMA user_version").fetchone()[0] or 1
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise UpdateError(f"cannot read the outbox's schema version from {path}: {e}") from None
 
 
 class Updater:
@@ -166,9 +170,9 @@ class Updater:
             return
         path = self.paths.releases / ".lock"
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except PermissionError:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             got = True
             if wait_s is None:
@@ -264,18 +268,25 @@ class Updater:
                 log.error("releases/%s -> %s is not a valid release; skipped", name, v)
         return self.factory()
 
-    def _own(self, path: Path, group_writable: bool = False) -> None:
-        """On the terminal (root): the releases directory and state are root's, writable by the service group
-        so that `launch` (running as the service user) can count attempts and roll back."""
-        if os.geteuid() != 0 or not self.service_user:
-            return
+    def _secure_releases(self, create: bool = True) -> None:
+        """releases/ must be root's and writable by root only: the service user owns the data partition's
+        top directory, so a `releases` it made before the first install (a directory of its own, a symlink)
+        is moved aside, never used: root's updater must not act on paths the kiosk's user controls."""
+        rel = self.paths.releases
         try:
-            gid = grp.getgrnam(self.service_user).gr_gid
-        except KeyError:
-            return
-        os.chown(path, 0, gid)
-        if group_writable:
-            os.chmod(path, 0o775 if path.is_dir() else 0o664)
+            st = os.lstat(rel)
+        except FileNotFoundError:
+            st = None
+        if st is not None and (not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o022
+                               or (os.geteuid() == 0 and st.st_uid != 0)):
+            aside = rel.with_name("releases.untrusted")
+            remove_tree(aside, quiet=True)
+            os.rename(rel, aside)
+            log.error("%s was not root's own directory (uid %d, mode %o): moved aside to %s",
+                      rel, st.st_uid, stat.S_IMODE(st.st_mode), aside.name)
+        if create:
+            rel.mkdir(mode=0o755, parents=True, exist_ok=True)
+            os.chmod(rel, 0o755)
 
     # ---- install -------------------------------------------------------------------------------
 
@@ -302,12 +313,15 @@ class Updater:
             if db and db < m.outbox_schema - 1:
                 raise UpdateError(f"bundle {m.version} reads outbox schema {m.outbox_schema - 1}.."
                                   f"{m.outbox_schema}, the outbox is at {db}: install the release in between first")
-            self.paths.releases.mkdir(parents=True, exist_ok=True)
-            self._own(self.paths.releases, group_writable=True)
-            free = shutil.disk_usage(self.paths.releases).free
-            if free - m.size < self.reserve:
-                raise UpdateError(f"not enough space on the data partition for {m.version}: it needs {_mib(m.size)},"
+            self._secure_releases()
+            fs = os.statvfs(self.paths.releases)
+            free, need = fs.f_bavail * fs.f_frsize, m.disk_bytes(max(fs.f_frsize, 1024))
+            if free - need < self.reserve:
+                raise UpdateError(f"not enough space on the data partition for {m.version}: it needs {_mib(need)},"
                                   f" {_mib(free)} free, and {_mib(self.reserve)} stay free for the outbox")
+            if fs.f_files and fs.f_favail - m.entries < RESERVE_INODES:
+                raise UpdateError(f"not enough inodes on the data partition for {m.version}: it needs {m.entries},"
+                                  f" {fs.f_favail} free, and {RESERVE_INODES} stay free for the outbox")
             final = self.paths.releases / m.version
             staging = self.paths.releases / f"{m.version}.tmp"
             for leftover in (staging, final):  # a failed trial of the same version, or an abandoned install
@@ -444,7 +458,15 @@ class Updater:
         if not from_version:
             raise UpdateError("nothing to roll back: the factory release is running")
         # where to: decided once and kept in the state, so that a re-run after a crash goes the same way
-        prev = state["rollback_to"] if state.get("rolling_back") else self.linked("previous")
+        from_version = _version(from_version)
+        if from_version is None:
+            raise UpdateError(f"{self.paths.state}: the release to roll back from is not a version")
+        prev = state.get("rollback_to") if state.get("rolling_back") else self.linked("previous")
+        prev = _version(prev)
+        if prev is not None and valid_release(self.paths.releases / prev) != prev:
+            # pruned, or damaged on the card: the factory release is still a release that ran before
+            log.error("previous release %s is not there or not valid: rolling back to the factory release", prev)
+            prev = None
         target = (prev, self.paths.releases / prev) if prev else self.factory()
         if target is None or valid_release(target[1]) is None:
             raise UpdateError(f"no release to roll back to (previous {prev or 'factory'} is not valid)")
@@ -488,6 +510,7 @@ class Updater:
         """Make a consistent state out of whatever a crash left; what was done, in words."""
         done: list[str] = []
         rel = self.paths.releases
+        self._secure_releases(create=False)
         if not rel.is_dir():
             return done
         for p in rel.iterdir():
@@ -495,7 +518,11 @@ class Updater:
                 remove_tree(p, quiet=True)
                 done.append(f"removed {p.name}")
         state = self.read_state()
-        trying = state.get("trying")
+        trying = _version(state.get("trying"))
+        if state.get("trying") and trying is None:
+            log.error("%s names %r on trial, not a version: state reset", self.paths.state, state.get("trying"))
+            self.write_state({"trying": None, "attempts": 0, "last_failure": state.get("last_failure")})
+            state = self.read_state()
         if state.get("rolling_back"):
             self.rollback(state.get("reason", "interrupted rollback"), restart=False)
             done.append(f"finished the rollback from {trying}")
@@ -506,9 +533,9 @@ class Updater:
             # the install stopped before its switch (the running release never changed), or the trial's
             # release is not there any more: back to what ran before, as before
             if self.linked("current") == trying:
-                before = state.get("previous")
+                before = _version(state.get("previous"))
                 self._link("current", before if before and valid_release(rel / before) == before else None)
-            self._link("previous", state.get("previous_link"))
+            self._link("previous", _version(state.get("previous_link")))
             self.write_state({"trying": None, "good": state.get("previous"), "previous": None, "attempts": 0,
                               "last_failure": {"version": trying, "reason": "install interrupted", "at": _now()}})
             remove_tree(rel / trying, quiet=True)
@@ -526,21 +553,25 @@ class Updater:
 
     # ---- the launcher --------------------------------------------------------------------------
 
-    def launch_target(self, max_attempts: int = MAX_ATTEMPTS) -> tuple[str, Path]:
-        """The release the kiosk starts now; counts a trial's launches and rolls back past `max_attempts`."""
-        try:
-            with self.lock(wait_s=5) as got:
-                state = self.read_state()
-                trying = state.get("trying")
-                if got and trying and not state.get("committing") and not state.get("rolling_back") \
-                        and self.linked("current") == trying:
-                    state["attempts"] = int(state.get("attempts", 0)) + 1
-                    self.write_state(state)
-                    if state["attempts"] > max_attempts:
-                        self.rollback(f"launched {state['attempts']} times without passing the health check "
-                                      f"(limit {max_attempts})", restart=False)
-        except (OSError, UpdateError) as e:
-            log.error("cannot count the trial's launches (%s); starting what is there", e)
+    def count_start(self, max_attempts: int = MAX_ATTEMPTS) -> str:
+        """Root, just before each start of the kiosk (its unit's `ExecStartPre=+`): count a trial's starts
+        and roll back past `max_attempts`. The launcher itself runs as the service user and writes nothing."""
+        self._secure_releases(create=False)
+        with self.lock(wait_s=5) as got:
+            state = self.read_state()
+            trying = state.get("trying")
+            if got and trying and not state.get("committing") and not state.get("rolling_back") \
+                    and self.linked("current") == trying:
+                state["attempts"] = int(state.get("attempts", 0)) + 1
+                self.write_state(state)
+                if state["attempts"] > max_attempts:
+                    self.rollback(f"launched {state['attempts']} times without passing the health check "
+                                  f"(limit {max_attempts})", restart=False)
+        target = self.running()
+        return target[0] if target else "none"
+
+    def launch_target(self) -> tuple[str, Path]:
+        """The release the kiosk starts now (reads only: `count_start` did the counting as root)."""
         target = self.running()
         if target is None:
             raise UpdateError(f"no release to run: none in {self.paths.releases} or {self.paths.factory}")
@@ -571,7 +602,9 @@ def valid_release(d: Path) -> str | None:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file, fsync, rename over `path`, fsync the directory: old or new, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o664)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         bundle._write_all(fd, data)
         os.fsync(fd)
@@ -600,6 +633,15 @@ def remove_tree(path: Path, quiet: bool = False) -> None:
         if not quiet:
             raise
         log.warning("could not remove %s (%s); removed at the next recovery", path, e)
+
+
+def _version(name) -> str | None:
+    """`name` when it is a version (so a safe name under releases/), else None."""
+    try:
+        bundle.version_key(name)
+    except bundle.BundleError:
+        return None
+    return name
 
 
 def _mib(n: int) -> str:

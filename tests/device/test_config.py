@@ -192,7 +192,7 @@ def test_invalid_toml_names_the_file_and_other_layers_are_still_checked(tmp_path
 def test_a_file_that_is_not_utf8_is_reported(tmp_path):
     path = tmp_path / "t.toml"
     path.write_bytes(b'[center]\nid = "\xff"\n')
-    assert "not valid TOML" in _one(_problems([path]), str(path))
+    assert "not UTF-8" in _one(_problems([path]), str(path))
 
 
 SECRETS = ["hunter2-s3cret", "abcdefXYZ123", "98ab"]
@@ -419,3 +419,15 @@ def test_the_configuration_package_imports_nothing_of_ours_and_section_modules_s
         assert _imports(path) <= set(sys.stdlib_module_names) | {"configuration"}, path
     assert _imports(root / "ui" / "config.py") <= {"__future__", "dataclasses", "configuration"}  # no Kivy
     assert _imports(root / "drivers" / "config.py") <= {"__future__", "dataclasses", "configuration", "drivers"}
+
+
+def test_a_boot_file_saved_by_windows_notepad_is_read_or_named(tmp_path):
+    """Notepad's "UTF-8 with BOM" loads; an ANSI (GBK) file is refused with the file and the fix named."""
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes("\ufeff# 综合窗口\r\n[center]\r\nwindow = \"W07\"\r\n".encode("utf-8"))
+    assert load([bom], env={}).center.window == "W07"
+    gbk = tmp_path / "gbk.toml"
+    gbk.write_bytes("# 综合窗口\r\n[center]\r\nwindow = \"W07\"\r\n".encode("gbk"))
+    with pytest.raises(ConfigError) as e:
+        load([gbk], env={})
+    assert str(gbk) in str(e.value) and "not UTF-8" in str(e.value)

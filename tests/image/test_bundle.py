@@ -380,3 +380,70 @@ def test_check_path_keeps_paths_inside(path):
     except BundleError:
         return
     assert os.path.normpath(os.path.join("/r", path)).startswith("/r/")
+
+
+# ---- links through links -----------------------------------------------------------------------------
+
+def links_manifest(links: dict[str, str], dirs=("a",)) -> bytes:
+    return json.dumps({"format": 1, "version": "0.2.0", "outbox_schema": 1, "created": CREATED,
+                       "dirs": list(dirs), "links": links, "size": len(RJ),
+                       "files": {"release.json": {"sha256": hashlib.sha256(RJ).hexdigest(), "size": len(RJ),
+                                                  "mode": "0o644"}}}).encode()
+
+
+@pytest.mark.parametrize("links", [
+    {"d": ".", "e": "d/d/../.."},                          # fine by its letters, the release's parent on disk
+    {"d": ".", "e": "d/d/d/d/d/d/../../../../../../etc/passwd"},
+    {"a/up": "..", "x": "a/up/a/up/../.."},
+    {"py": "/usr/bin/python3", "e": "py/../../etc"},     # through the one absolute link allowed
+    {"l1": "l2", "l2": "l1"},                              # a loop
+])
+def test_a_link_through_the_releases_own_links_cannot_leave_it(links):
+    with pytest.raises(BundleError, match="outside the release|through the system|links deep"):
+        bundle.parse_manifest(links_manifest(links))
+
+
+def test_a_venvs_links_still_pass():
+    m = bundle.parse_manifest(links_manifest({"a/python": "python3", "a/python3": "/usr/bin/python3",
+                                              "a/python3.11": "python3", "lib64": "a", "b": "lib64/python"}))
+    assert len(m.links) == 5
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["d", "e", "f", "a/g", "a/h"]),
+                       st.sampled_from([".", "..", "d", "e/..", "d/d/..", "a", "a/g/..", "../a", "g/../..", "f/f",
+                                        "/usr/bin/python3", "e/..", "d/../d/e", "h/.."]), max_size=5))
+def test_accepted_links_resolve_inside_the_release_on_disk(tmp_path_factory, links):
+    try:
+        bundle.parse_manifest(links_manifest(links))
+    except BundleError:
+        return
+    box = tmp_path_factory.mktemp("links")
+    rel = box / "releases" / "0.2.0"
+    (rel / "a").mkdir(parents=True)
+    for p, t in links.items():
+        os.symlink(t, rel / p)
+    python = os.path.realpath("/usr/bin/python3")
+    for p in links:
+        real = os.path.realpath(rel / p)
+        assert real == python or Path(real).is_relative_to(rel.resolve()), (p, links, real)
+
+
+def test_a_huge_extended_header_is_refused_before_it_is_read(tmp_path, keys, made):
+    """A pax header is read whole into memory before anything is checked: 8 MiB of it (a few kB of xz) is
+    refused unread (gigabytes would be as cheap to send)."""
+    priv = bundle.load_private(keys[0])
+    doc = json.dumps({"format": 1}).encode()
+    path = tmp_path / "pax.bundle"
+    with lzma.open(path, "wb") as xz, tarfile.open(fileobj=xz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        ti = tarfile.TarInfo("bundle.json")
+        ti.size, ti.pax_headers = len(doc), {"comment": "x" * (8 << 20)}
+        tar.addfile(ti, io.BytesIO(doc))
+        sig = priv.sign(doc)
+        ti = tarfile.TarInfo("bundle.json.sig")
+        ti.size = len(sig)
+        tar.addfile(ti, io.BytesIO(sig))
+    assert path.stat().st_size < 64 << 10
+    with pytest.raises(BundleError, match="extended header of"):
+        bundle.open_bundle(path, keys[1])
+    assert bundle.verify(made[1], keys[1]).version == "0.2.0"  # ordinary bundles (pax too) still pass

@@ -225,3 +225,58 @@ def test_rendered_settings_parse_back_and_validation_names_the_key(ssid, psk, tz
 def test_validate_never_crashes_on_any_settings_text(text):
     problems = settings.validate(text, ENROLMENT)
     assert isinstance(problems, list) and all(isinstance(p, str) for p in problems)
+
+
+def test_files_from_windows_notepad(image_copy, enrolment, tmp_path):
+    """UTF-8 with BOM and CRLF (Notepad) is stamped without the BOM; ANSI/GBK bytes are refused by name."""
+    site = tmp_path / "site.toml"
+    text = '[system]\r\nwifi_ssid = "政务大厅"\r\nwifi_psk = "hall-pass-2024"\r\n'
+    site.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    done = stamp(image_copy, "--enrolment", enrolment, "--settings", site)
+    assert done.returncode == 0, done.stderr
+    boot = find_boot(image_copy)
+    written = subprocess.run(["mtype", "-i", f"{image_copy}@@{boot.offset}", f"::/{layout.SETTINGS_NAME}"],
+                             capture_output=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}).stdout
+    assert written == text.encode()  # no BOM on the card, CRLF kept (TOML reads it)
+    site.write_bytes(text.encode("gbk"))
+    done = stamp(image_copy, "--enrolment", enrolment, "--settings", site)
+    assert done.returncode == 2 and "not UTF-8" in done.stderr and "save it as UTF-8" in done.stderr
+    assert str(site) in done.stderr
+
+    # the technician then edits the file on the card with Notepad, saving it as ANSI (GBK)
+    subprocess.run(["mcopy", "-o", "-i", f"{image_copy}@@{boot.offset}", "-", f"::/{layout.SETTINGS_NAME}"],
+                   input=text.encode("gbk"), check=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    shown = stamp(image_copy, "--show")
+    assert shown.returncode == 1 and f"{layout.SETTINGS_NAME}: not UTF-8" in shown.stderr
+
+
+def test_a_nearly_full_boot_partition_is_refused_before_anything_is_written(tmp_path, enrolment):
+    """mcopy truncates a file on a full FAT and exits 0: the stamp must not report a truncated file as done."""
+    fat = tmp_path / "boot.fat"
+    subprocess.run(["mkfs.vfat", "-C", str(fat), "1024"], check=True, capture_output=True)
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    free = int(subprocess.run(["mdir", "-i", str(fat), "::/"], capture_output=True, text=True, env=env)
+               .stdout.split("bytes free")[0].split("\n")[-1].replace(" ", ""))
+    (tmp_path / "filler").write_bytes(b"\0" * (free - 2048))
+    subprocess.run(["mcopy", "-i", str(fat), str(tmp_path / "filler"), "::/filler"], check=True, env=env)
+    site = tmp_path / "site.toml"
+    site.write_text('[system]\nhostname = "w01"\n# ' + "x" * 3000 + "\n")
+    done = stamp(fat, "--enrolment", enrolment, "--settings", site)
+    assert done.returncode == 2 and "bytes free" in done.stderr and "nothing written" in done.stderr
+    listing = subprocess.run(["mdir", "-b", "-i", str(fat), "::/"], capture_output=True, text=True, env=env).stdout
+    assert layout.ENROLMENT_NAME not in listing and layout.SETTINGS_NAME not in listing
+
+
+def test_a_gpt_image_with_a_fat16_boot_partition_is_stamped(tmp_path, enrolment):
+    """A GPT disk (Pi 4/5 boot it) whose boot partition is FAT16 "basic data": found and stamped."""
+    img, fat = tmp_path / "gpt.img", tmp_path / "p1"
+    subprocess.run(["mkfs.vfat", "-F", "16", "-n", "BOOT", "-C", str(fat), str(32 * 1024)], check=True,
+                   capture_output=True)
+    with open(img, "wb") as f:
+        f.truncate(4 * MIB + 32 * MIB + MIB)
+    subprocess.run(["sfdisk", "-q", str(img)], text=True, check=True,
+                   input="label: gpt\nstart=8192, size=65536, type=EBD0A0A2-B9E5-4433-87C0-68B6B7260599\n")
+    place(fat, img, 4 * MIB)
+    done = stamp(img, "--enrolment", enrolment, "--hardware", "buttons-only-box")
+    assert done.returncode == 0, done.stderr
+    assert "partition 1 (BOOT)" in done.stdout and fat_file(img, 4 * MIB, layout.ENROLMENT_NAME) == ENROLMENT

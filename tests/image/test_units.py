@@ -146,6 +146,81 @@ def test_initramfs_script_answers_prereqs_and_mounts_an_overlay():
     assert "manual_add_modules overlay" in (ROOTFS / "etc/initramfs-tools/hooks/rtroot").read_text()
 
 
+def run_rtroot(tmp_path: Path, fail: str, cmdline: str = "ro rtroot=overlay") -> list[str]:
+    """The init-bottom script under sh with mount/umount/modprobe faked (they log; `fail` makes one fail)."""
+    box = tmp_path / "initramfs"
+    (box / "bin").mkdir(parents=True)
+    log = box / "log"
+    for tool in ("mount", "umount", "modprobe"):
+        (box / "bin" / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\n'
+                                        f'case "{tool} $*" in {fail or "NEVER"}) exit 1 ;; esac\nexit 0\n')
+        (box / "bin" / tool).chmod(0o755)
+    (box / "functions").write_text(f'log_warning_msg() {{ echo "warning $*" >> {log}; }}\n'
+                                   f'log_success_msg() {{ echo "success $*" >> {log}; }}\n')
+    (box / "cmdline").write_text(cmdline + "\n")
+    text = (ROOTFS / "etc/initramfs-tools/scripts/init-bottom/rtroot").read_text()
+    text = text.replace("/scripts/functions", str(box / "functions")).replace("/proc/cmdline", str(box / "cmdline"))
+    text = text.replace("/rtroot/", f"{box}/rtroot/")
+    (box / "rtroot").write_text(text)
+    env = {"PATH": f"{box / 'bin'}:/usr/bin:/bin", "rootmnt": str(box / "root")}
+    done = subprocess.run(["sh", str(box / "rtroot")], capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr  # init-bottom never fails the boot
+    return [line.replace(str(box), "") for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_initramfs_overlay_falls_back_to_a_read_only_root_at_every_failure(tmp_path):
+    ok = run_rtroot(tmp_path / "ok", "")
+    assert ok[-1].startswith("success") and "mount -o move /rtroot/lower /root/media/root-ro" in ok
+    assert run_rtroot(tmp_path / "off", "", cmdline="ro quiet") == []
+    # no overlay module (or no overlayfs in the kernel): the real root is moved back where it was
+    nomod = run_rtroot(tmp_path / "nomod", "mount*-t\\ overlay*")
+    assert nomod[-3:] == ["warning rtroot: overlay mount failed; the root stays read-only",
+                          "mount -o move /rtroot/lower /root", "umount /rtroot/rw"]
+    # the root cannot be moved aside: no overlay over an empty lower layer (that would hide /sbin/init)
+    nomove = run_rtroot(tmp_path / "nomove", "mount\\ -o\\ move\\ */root\\ *")
+    assert not any("-t overlay" in line for line in nomove) and nomove[-1] == "umount /rtroot/rw"
+    notmpfs = run_rtroot(tmp_path / "notmpfs", "mount*-t\\ tmpfs*")
+    assert not any("move" in line for line in notmpfs) and notmpfs[-1].startswith("warning")
+
+
+def run_grow(box: Path, growpart: str, resize_rc: int = 0) -> tuple[int, list[str]]:
+    """grow-data with the block tools faked: `growpart` is the fake's "rc:output"; each call is logged."""
+    mnt, bin_ = box / "data", box / "bin"
+    mnt.mkdir(parents=True, exist_ok=True)
+    bin_.mkdir(exist_ok=True)
+    log = box / "log"
+    fakes = {"findmnt": f'case "$*" in *TARGET*) echo {mnt} ;; *) echo /dev/mmcblk0p3 ;; esac',
+             "lsblk": "echo mmcblk0", "blockdev": "echo 31914983424",
+             "growpart": f'echo "growpart $*" >> {log}; echo "{growpart.split(":", 1)[1]}"; '
+                         f'exit {growpart.split(":", 1)[0]}',
+             "resize2fs": f'echo "resize2fs $*" >> {log}; exit {resize_rc}'}
+    for name, body in fakes.items():
+        (bin_ / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_ / name).chmod(0o755)
+    (box / "partition").write_text("3\n")
+    script = box / "grow-data"
+    script.write_text((BIN / "grow-data").read_text().replace('"/sys/class/block/$name/partition"',
+                                                              f'"{box}/partition"'))
+    done = subprocess.run(["sh", str(script), str(mnt)], capture_output=True, text=True, timeout=30,
+                          env={"PATH": f"{bin_}:/usr/bin:/bin"})
+    return done.returncode, log.read_text().splitlines() if log.exists() else []
+
+
+def test_grow_data_is_idempotent_and_survives_a_cut_between_growpart_and_resize2fs(tmp_path):
+    grown = tmp_path / "data/.grown"
+    # power cut after growpart, before resize2fs finished: no marker, so the next boot runs again
+    rc, calls = run_grow(tmp_path, "0:CHANGED: partition=3 start=1056768 old: size=131072 end=1187840 new: ...",
+                         resize_rc=1)
+    assert rc != 0 and calls == ["growpart /dev/mmcblk0 3", "resize2fs /dev/mmcblk0p3"] and not grown.exists()
+    # next boot: the partition already ends at the card's end; the file system is still grown
+    rc, calls = run_grow(tmp_path, "1:NOCHANGE: partition 3 is size 62332928. it cannot be grown")
+    assert rc == 0 and calls[-1] == "resize2fs /dev/mmcblk0p3" and grown.read_text().split()[1] == "31914983424"
+    # growpart itself failing: nothing resized, no marker
+    grown.unlink()
+    rc, calls = run_grow(tmp_path, "2:FAILED: disk=/dev/mmcblk0 partition=3: failed to resize")
+    assert rc == 1 and calls[-1].startswith("growpart") and not grown.exists()
+
+
 def site_root(tmp_path: Path, settings_text: str | None) -> Path:
     root = tmp_path / "root"
     (root / "boot/firmware").mkdir(parents=True)
@@ -213,7 +288,37 @@ def test_site_apply_reports_a_wrong_key_by_name_and_applies_the_others(tmp_path)
     assert "short" not in done.stdout  # secrets are never echoed
     assert "system.timezone: 'Mars/Olympus'" in done.stdout
     assert (root / "etc/hostname").read_text() == "rating-terminal\n"
-    assert "key_mgmt=NONE" in (root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf").read_text()
+    # a wrong passphrase is no Wi-Fi, never an open network of that name (anyone's access point)
+    assert not (root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf").exists()
+    assert "system.wifi_psk: not usable, so no Wi-Fi" in done.stdout
+
+
+def test_site_apply_reads_a_file_saved_by_windows_notepad(tmp_path):
+    text = '[system]\r\nhostname = "w02"\r\nwifi_ssid = "政务大厅"\r\nwifi_psk = "pass\\"word"\r\n'
+    root = site_root(tmp_path, None)
+    (root / "boot/firmware/rating-terminal.toml").write_bytes(b"\xef\xbb\xbf" + text.encode())  # UTF-8 with BOM
+    done = site_apply(root)
+    assert done.returncode == 0 and "<3>" not in done.stdout, done.stdout
+    assert (root / "etc/hostname").read_text() == "w02\n"
+    wpa = (root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf").read_text()
+    assert f"ssid={'政务大厅'.encode().hex()}" in wpa and 'pass"word' not in wpa
+    (root / "boot/firmware/rating-terminal.toml").write_bytes(text.encode("gbk"))  # Notepad's "ANSI"
+    done = site_apply(root)
+    assert "not UTF-8" in done.stdout and "save it as UTF-8" in done.stdout
+    assert (root / "etc/hostname").read_text() == "rating-terminal\n"
+
+
+def test_site_apply_never_puts_host_keys_where_the_kiosk_user_pointed(tmp_path):
+    root = site_root(tmp_path, f'[system]\nssh_authorized_keys = ["{KEY}"]\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.chmod(elsewhere, 0o755)
+    (root / layout.DATA_DIR.lstrip("/") / ".ssh-host").symlink_to(elsewhere)
+    done = site_apply(root)
+    assert done.returncode == 0, done.stdout
+    host = root / layout.DATA_DIR.lstrip("/") / ".ssh-host"
+    assert host.is_dir() and not host.is_symlink() and (host / "etc/ssh").is_dir()
+    assert list(elsewhere.iterdir()) == [] and elsewhere.stat().st_mode & 0o777 == 0o755
 
 
 @settings(max_examples=40, deadline=None)
@@ -261,3 +366,12 @@ def test_kiosk_env_and_config_exist_where_the_unit_reads_them():
     assert u["Service"]["EnvironmentFile"] == "/etc/rating-terminal/kiosk.env"
     env = (KIOSK / "kiosk.env").read_text()
     assert "RATING_KIVY_CONFIG=/etc/rating-terminal/kivy-config.ini" in env
+
+
+def test_the_data_partitions_top_is_roots_with_the_sticky_bit():
+    """The kiosk's user makes its files there but cannot rename what root keeps there (releases/, logs/,
+    .ssh-host/): with `rating` owning the directory it could swap root's releases/ for its own."""
+    lines = [line.split() for line in (ROOTFS / "etc/tmpfiles.d/rating-terminal.conf").read_text().splitlines()
+             if line and not line.startswith("#")]
+    top = next(w for w in lines if w[1] == layout.DATA_DIR)
+    assert top[:5] == ["d", layout.DATA_DIR, "1770", "root", "rating"]

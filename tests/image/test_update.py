@@ -118,10 +118,17 @@ class Rig:
         return os.readlink(p) if p.is_symlink() else None
 
     def launch(self, **env) -> subprocess.CompletedProcess:
+        """The kiosk unit's start: root's `ExecStartPre=+rating-update started`, then `launch` (as rating)."""
+        pre = self.run_script("rating-update", "started", **env)
+        assert pre.returncode == 0, pre.stderr
+        r = self.run_script("launch", **env)
+        r.stderr = pre.stderr + r.stderr
+        return r
+
+    def run_script(self, name: str, *args: str, **env) -> subprocess.CompletedProcess:
         e = dict(os.environ, RATING_ROOT=str(self.root), **env)
         e.pop("JOURNAL_STREAM", None)
-        return subprocess.run([PY, str(LIB / "launch")], capture_output=True, text=True, env=e,
-                              timeout=60)
+        return subprocess.run([PY, str(LIB / name), *args], capture_output=True, text=True, env=e, timeout=60)
 
 
 @pytest.fixture
@@ -274,11 +281,38 @@ def test_tampered_bundle_wrong_key_and_downgrade_are_refused(rig, tmp_path):
     assert rig.updater().install(rig.bundle("0.2.0"), allow_downgrade=True) == "0.2.0"
 
 
-def test_an_install_never_eats_the_outboxs_space(rig):
-    free = shutil.disk_usage(rig.data).free
+def test_an_install_never_eats_the_outboxs_space(rig, monkeypatch):
+    real = os.statvfs
+    monkeypatch.setattr(os, "statvfs", lambda p: os.statvfs_result(
+        (4096, 4096, 1 << 20, 1 << 14, 1 << 14, 1 << 20, 1 << 19, 1 << 19, real(p).f_flag, 255)))
     with pytest.raises(UpdateError, match="not enough space on the data partition for 0.2.0"):
-        rig.updater(reserve=free).install(rig.bundle("0.2.0"))
+        rig.updater(reserve=(1 << 26) - 4096).install(rig.bundle("0.2.0"))  # 64 MiB free, less a block
     assert rig.link("current") is None and rig.installed() == [] and leftovers(rig) == []
+
+
+def test_many_tiny_files_count_by_blocks_and_inodes(rig, monkeypatch):
+    """A signed release of 3,000 one-byte files is 3 kB by its sizes but 12 MB of blocks and 3,000 inodes."""
+    src = fake_release(rig.tmp / "src/tiny", "0.2.0")
+    (src / "venv/many").mkdir()
+    for i in range(3000):
+        (src / f"venv/many/{i}").write_bytes(b"x")
+    bundle.make(src, rig.tmp / "release.key", rig.tmp / "tiny.bundle")
+    real = os.statvfs
+
+    def statvfs(path, blocks=(64 << 20) // 4096 + 2000, inodes=100_000):
+        st = real(path)
+        return os.statvfs_result((4096, 4096, blocks * 2, blocks, blocks, inodes * 2, inodes, inodes,
+                                  st.f_flag, st.f_namemax))
+
+    monkeypatch.setattr(os, "statvfs", statvfs)  # 64 MiB + 8 MB free: the sizes fit, the blocks do not
+    with pytest.raises(UpdateError, match="not enough space on the data partition for 0.2.0"):
+        rig.updater().install(rig.tmp / "tiny.bundle")
+    monkeypatch.setattr(os, "statvfs", lambda p: statvfs(p, blocks=1 << 30, inodes=5000))
+    with pytest.raises(UpdateError, match="not enough inodes on the data partition for 0.2.0"):
+        rig.updater().install(rig.tmp / "tiny.bundle")
+    assert rig.link("current") is None and rig.installed() == [] and leftovers(rig) == []
+    monkeypatch.setattr(os, "statvfs", real)
+    assert rig.updater().install(rig.tmp / "tiny.bundle") == "0.2.0"
 
 
 def test_a_hash_mismatch_during_unpack_leaves_no_staging(rig, tmp_path):
@@ -435,6 +469,80 @@ def test_launch_runs_factory_then_trial_then_rolls_back_after_too_many_attempts(
     st = rig.state()
     assert st["trying"] is None and "launched 4 times" in st["last_failure"]["reason"]
     assert up.check() == ""  # the check finds nothing left on trial
+
+
+def test_the_launcher_only_reads_roots_state(rig):
+    """`launch` runs as the kiosk's user: were it to write the updater's state (or need it group-writable),
+    that user could steer root's updater (paths to remove, links to follow). Root counts in ExecStartPre."""
+    up = rig.updater()
+    up.install(rig.bundle("0.2.0"))
+    before = {p.name: (p.lstat().st_mtime_ns, p.lstat().st_mode) for p in rig.releases.iterdir()}
+    for _ in range(5):
+        r = rig.run_script("launch")
+        assert r.returncode == 0 and "ran 0.2.0" in r.stdout, r.stderr
+    assert {p.name: (p.lstat().st_mtime_ns, p.lstat().st_mode) for p in rig.releases.iterdir()} == before
+    assert rig.state()["attempts"] == 0
+    for p in [rig.releases, *rig.releases.iterdir()]:
+        assert p.is_symlink() or not p.lstat().st_mode & 0o022, p  # root's alone
+    drop_in = UNITS / "rating-terminal-ui.service.d/50-update.conf"
+    assert "ExecStartPre=-+/usr/lib/rating-terminal/rating-update started" in drop_in.read_text()
+
+
+def test_a_releases_dir_the_service_user_planted_is_moved_aside(rig, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    rig.releases.symlink_to(tmp_path / "elsewhere")  # made by the kiosk's user before the first install
+    up = rig.updater()
+    up.install(rig.bundle("0.2.0"))
+    assert not rig.releases.is_symlink() and (rig.data / "releases.untrusted").is_symlink()
+    assert list((tmp_path / "elsewhere").iterdir()) == [] and up.running()[0] == "0.2.0"
+    up.check(hold_s=1)
+    os.chmod(rig.releases, 0o775)  # group-writable (as the first version made it): not trusted either
+    up.install(rig.bundle("0.3.0"))
+    assert (rig.data / "releases.untrusted" / "0.2.0").is_dir()
+    assert rig.releases.stat().st_mode & 0o777 == 0o755 and up.running()[0] == "0.3.0"
+
+
+def test_a_releases_dir_planted_before_any_install_is_not_acted_on(rig):
+    """Boot recovery and the kiosk's start (both root) ignore a `releases/` the kiosk's user made."""
+    rig.releases.mkdir()
+    os.chmod(rig.releases, 0o777)
+    (rig.releases / "update-state.json").write_text(json.dumps({"rolling_back": True, "from": "0.9.0",
+                                                                "rollback_to": None, "reason": "x"}))
+    assert rig.updater().recover() == []
+    assert not rig.releases.exists() and (rig.data / "releases.untrusted/update-state.json").exists()
+    rig.releases.symlink_to(rig.data / "releases.untrusted")
+    r = rig.launch()
+    assert "ran 0.1.0" in r.stdout and not rig.releases.exists()
+
+
+def test_a_state_file_naming_paths_is_not_followed(rig):
+    up = rig.updater()
+    up.install(rig.bundle("0.2.0"))
+    victim = rig.data / "victim"
+    (victim / "venv/bin").mkdir(parents=True)
+    st = rig.state()
+    st.update(trying="../victim")
+    (rig.releases / "update-state.json").write_text(json.dumps(st))
+    up.recover()
+    assert victim.is_dir() and rig.state()["trying"] is None
+    st = rig.state()
+    st.update(rolling_back=True, rollback_to="../../../..", reason="x", **{"from": "../victim"})
+    (rig.releases / "update-state.json").write_text(json.dumps(st))
+    with pytest.raises(UpdateError):
+        up.recover()
+    assert victim.is_dir()
+
+
+def test_rollback_when_the_previous_release_was_pruned_goes_to_the_factory(rig):
+    up = rig.updater()
+    up.install(rig.bundle("0.2.0"))
+    up.check(hold_s=1)
+    up.install(rig.bundle("0.3.0"))
+    assert rig.link("previous") == "0.2.0"
+    shutil.rmtree(rig.releases / "0.2.0")  # pruned by hand, or lost to a card error
+    assert up.rollback("failed health check") == "0.1.0"
+    assert rig.link("current") is None and up.running()[0] == "0.1.0"
+    assert rig.state()["trying"] is None and rig.installed() == []
 
 
 def test_launch_runs_a_committed_release_without_counting(rig):
