@@ -65,6 +65,7 @@ class ServiceOptions:
     mqtt_password: str = ""
     mqtt_ca: str | None = None
     mqtt_version: str = "5"
+    share: str = ""  # [ledger] share: the service is then one of N ledger workers (docs/deployment.md)
     client_id: str = "center-service"
     web_bind: str = "127.0.0.1"
     web_port: int = 8090
@@ -102,7 +103,8 @@ class CenterService:
                              followup_policy=o.followup)
         seed(self.store, o)
         mqtt = dict(username=o.mqtt_username, password=o.mqtt_password, mqtt_version=o.mqtt_version)
-        self.ledger = Ledger(self.record, o.mqtt_host, o.mqtt_port, o.center, client_id=o.client_id, **mqtt)
+        self.ledger = Ledger(self.record, o.mqtt_host, o.mqtt_port, o.center, client_id=o.client_id,
+                             share=o.share, **mqtt)
         if o.mqtt_ca:
             self.ledger.client.tls_set(ca_certs=o.mqtt_ca)
         # On every (re)connect the center publishes each window's current case and duty again (protocol §4:
@@ -275,7 +277,7 @@ def options_from_center_file(path: str | Path) -> ServiceOptions:
         center=cfg.center.id, center_name=cfg.center.name or cfg.center.id,
         db=cfg.ledger.url or str(cfg.ledger.db), data_dir=w.photo_dir.parent, photo_dir=w.photo_dir, mqtt_host=host, mqtt_port=port,
         mqtt_username=cfg.ledger.account, mqtt_password=secret.read_text().strip(),
-        mqtt_ca=str(ca) if ca else None, mqtt_version=cfg.ledger.mqtt_version, web_bind=w.bind, web_port=w.port,
+        mqtt_ca=str(ca) if ca else None, mqtt_version=cfg.ledger.mqtt_version, share=cfg.ledger.share, web_bind=w.bind, web_port=w.port,
         public_url=w.public_url.rstrip("/"), https=w.https, forwarded_allow_ips=w.forwarded_allow_ips,
         qr_keys=cfg.qr_keys(), static_key_id=w.static_key_id,
         static_key=secret_file(w.static_key_file), cookie_secret=secret_file(w.cookie_secret_file),

@@ -8,6 +8,7 @@ it came from and what was expected — all problems at once, not one per restart
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -44,6 +45,9 @@ class CenterSection:
 class MqttSection:
     host: str = opt("127.0.0.1", "center broker host")
     port: int = opt(1883, "center broker port", min=1, max=65535)
+    hosts: str = opt("", "several brokers (a cluster) as \"host:port, host:port, …\": the terminal connects to the "
+                     "first, moves to the next when a connection fails or is lost and stays on one that works; "
+                     "empty = host and port", check=lambda v: parse_hosts(v) and None)
     tls: bool = opt(False, "use TLS (then set ca_file)")
     ca_file: str = opt("", "CA certificate (PEM) of the center broker")
     ca_pem: str = opt("", "the same CA certificate as PEM text (the center's enrolment file carries it inline)")
@@ -60,6 +64,27 @@ class MqttSection:
     protocol: str = opt("5", "MQTT version: 5, or 3.1.1 for brokers without v5 (NATS, RabbitMQ 3.x); under "
                         "3.1.1 a refused publish is only seen as a missing receipt (docs/protocol.md §12)",
                         choices=("5", "3.1.1"))
+
+    def brokers(self) -> list[tuple[str, int]]:
+        """The brokers in failover order: `hosts` when set, else `host`:`port`."""
+        return parse_hosts(self.hosts) or [(self.host, self.port)]
+
+
+def parse_hosts(text: str) -> list[tuple[str, int]]:
+    """"host:port, host:port" → [(host, port), …]; ValueError naming the entry that is wrong."""
+    out: list[tuple[str, int]] = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry and not text.strip():
+            continue
+        host, sep, port = entry.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # [::1]:1883
+        if not sep or not host or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,253}", host):
+            raise ValueError(f"{entry!r} is not host:port (e.g. broker1.example:1883)")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+        out.append((host, int(port)))
+    return out
 
 
 @dataclass(frozen=True)

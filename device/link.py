@@ -8,6 +8,10 @@ has no reason code: a refused publish looks delivered, and only the missing rece
 
 Every failed connection attempt is described in words with host:port (`Link.last_error`) and logged,
 rate-limited: the first failure, each change of cause, then once a minute.
+
+Several brokers (`mqtt.hosts`, a cluster): the link stays on the one that works; when a connection attempt
+fails or a working connection is lost it moves to the next (after the same jittered delay). Switching is
+safe because the courier re-offers whatever has no receipt: a duplicate on the wire is stored once.
 """
 from __future__ import annotations
 
@@ -88,6 +92,8 @@ class Link:
                  on_connection: ConnectionHandler, on_connected_publish: Callable[[], None] = lambda: None,
                  on_refused: Callable[[int], None] = lambda code: None, persistent: bool = True):
         self.cfg = cfg
+        self.brokers = cfg.brokers()
+        self._current = 0                    # index into `brokers` of the one in use (or being tried)
         self.connected = threading.Event()
         self._subs = list(subscriptions)
         self._subs_lock = threading.Lock()
@@ -130,6 +136,8 @@ class Link:
         c.on_connect_fail = self._connect_failed
         c.on_message = self._message
         c.on_publish = self._published
+        c.on_subscribe = self._subacked
+        self._pending_subs: dict[int, str] = {}  # SUBSCRIBE mid → topic, until its SUBACK
         c.on_socket_open = self._socket_open
         c.reconnect_delay_set(backoff(0, cfg.reconnect_min_s, cfg.reconnect_max_s), cfg.reconnect_max_s)
         self.client = c
@@ -148,23 +156,65 @@ class Link:
             if gone:
                 self.client.unsubscribe(gone)
             for topic in new:
-                self.client.subscribe(topic, qos=1)
+                self._subscribe(topic)
+
+    def _subscribe(self, topic: str) -> None:
+        rc, mid = self.client.subscribe(topic, qos=1)
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+            self._pending_subs[mid] = topic
+
+    def _subacked(self, client, userdata, mid, reason_codes, properties) -> None:
+        """A refused subscription is tried again later: without it no receipt arrives. (A NATS node whose
+        JetStream is re-electing its leaders answers 0x80 for a while.)"""
+        topic = self._pending_subs.pop(mid, None)
+        if topic is None or not any(rc.is_failure for rc in reason_codes):
+            return
+        delay = backoff(self._attempt + 1, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+        log.warning("the broker at %s refused the subscription to %s (%s); trying again in %.1f s", self.address,
+                    topic, reason_codes[0], delay)
+        timer = threading.Timer(delay, self._resubscribe, args=(topic,))
+        timer.daemon = True
+        timer.start()
+
+    def _resubscribe(self, topic: str) -> None:
+        with self._subs_lock:
+            wanted = topic in self._subs
+        if wanted and self.connected.is_set() and not self._stopping:
+            self._subscribe(topic)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
     @property
+    def broker(self) -> tuple[str, int]:
+        """(host, port) of the broker in use, or being tried."""
+        return self.brokers[self._current]
+
+    @property
     def address(self) -> str:
-        return f"{self.cfg.host}:{self.cfg.port}"
+        """host:port of the broker in use, or being tried."""
+        host, port = self.broker
+        return f"{host}:{port}"
 
     def start(self) -> None:
+        host, port = self.brokers[self._current]
         if self._v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.cfg.session_expiry_s if self._persistent else 0
-            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+            self.client.connect_async(host, port, keepalive=self.cfg.keepalive_s,
                                       clean_start=not self._persistent, properties=props)
         else:
-            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+            self.client.connect_async(host, port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
+
+    def _move_on(self) -> None:
+        """Aim paho's next attempt at the next broker of the list (no-op with one broker)."""
+        if len(self.brokers) < 2 or self._stopping:
+            return
+        self._current = (self._current + 1) % len(self.brokers)
+        # paho's public host/port setters refuse while its reconnect loop owns the connection state; the
+        # loop reads these two fields at its next attempt (paho-mqtt 2.x).
+        self.client._host, self.client._port = self.brokers[self._current]
+        log.info("next connection attempt: %s", self.address)
 
     def stop(self, final: tuple[str, bytes] | None = None) -> None:
         """Disconnect cleanly; `final` (topic, payload) is published retained first (e.g. offline)."""
@@ -220,8 +270,9 @@ class Link:
         self.last_error, self._failures, self._logged = None, 0, ("", -1e18)
         with self._subs_lock:
             subs = list(self._subs)
+        self._pending_subs.clear()  # SUBACKs of a lost connection never come
         for topic in subs:
-            client.subscribe(topic, qos=1)
+            self._subscribe(topic)
         self.connected.set()
         self._on_connected_publish()
         self._on_connection(True, "connected")
@@ -233,10 +284,11 @@ class Link:
         if was_up:
             (log.info if self._stopping else log.warning)("disconnected from %s: %s", self.address, reason)
             if not self._stopping:
-                self.last_error = f"connection lost: {reason}"
+                self.last_error = f"connection lost at {self.address}: {reason}"
         elif self._awaiting_connack and not self._stopping:  # TCP (and TLS) worked, MQTT did not
             self._failed(self._before_connack(str(reason)))
         self._awaiting_connack = False
+        self._move_on()  # (a CONNACK refusal ends here too)
         self._on_connection(False, str(reason))
 
     def _before_connack(self, reason: str) -> str:
@@ -251,6 +303,7 @@ class Link:
         # paho calls this from inside its `except OSError`: the exception is still current here.
         self._failed(describe_failure(sys.exc_info()[1], self.cfg.tls))
         self._next_delay()
+        self._move_on()
         self._on_connection(False, "connect failed")
 
     def _failed(self, problem: str, level: int = logging.WARNING) -> None:

@@ -241,7 +241,7 @@ class Terminal:
                         quarantined=c.quarantined, capacity=c.capacity, alarms=tuple(sorted(self.alarms.active())),
                         last_error=self.alarms.last_error, mode=self.mode,
                         pairing=pairing.shown(self.account.state, self.clock(), self.base_cfg.enrolment.console_url),
-                        broker=(cfg.mqtt.host, cfg.mqtt.port), firmware=__version__, data_dir=str(cfg.device.data_dir),
+                        broker=self.link.broker, firmware=__version__, data_dir=str(cfg.device.data_dir),
                         ca_file=cfg.mqtt.ca_file)
 
     def _publish(self) -> None:

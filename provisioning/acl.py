@@ -77,7 +77,10 @@ def ledger_acls(center: str) -> list[Acl]:
     return (_read(f"{c}/device/+/rating", pattern=True) + _read(f"{c}/device/+/event", pattern=True)
             + _read(f"{c}/device/+/binding", pattern=True) + _read(f"{c}/window/+/case", pattern=True)
             + _read(f"{c}/window/+/duty", pattern=True) + _read(f"{c}/catalog")
-            + _send(f"{c}/device/+/receipt") + _send(f"{c}/window/+/case") + _send(f"{c}/window/+/duty"))
+            + _send(f"{c}/device/+/receipt") + _send(f"{c}/window/+/case") + _send(f"{c}/window/+/duty")
+            # N ledger workers share the records through a shared subscription ([ledger] share)
+            + [{"acltype": "subscribePattern", "topic": f"$share/+/{c}/device/+/{leaf}", "allow": True}
+               for leaf in ("rating", "event")])
 
 
 def centersys_acls(center: str) -> list[Acl]:

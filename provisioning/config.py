@@ -126,6 +126,8 @@ class LedgerSection:
                          min=0, max=65535)
     mqtt_version: str = opt("5", "MQTT version: 5, or 3.1.1 (no reason codes; receipts are the only "
                             "acknowledgement)", choices=("5", "3.1.1"))
+    share: str = opt("", "one of N ledger workers on Mosquitto: the shared-subscription group they share the "
+                     "terminals' records in (docs/deployment.md); empty = one ledger", pattern=r"^([A-Za-z0-9_-]{1,32})?$")
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,29 @@ only then publishes receipts to the device that sent it. It also follows what th
 
 `python -m center.ledger --center-file center.toml` runs it as the center file says (or `--port 1883 --db
 ledger.db`); `python -m center.ledger gaps --db ledger.db` lists each device's missing sequence numbers.
+
+N workers share the load (docs/deployment.md), each exactly once in effect by rating id (the record's
+unique id settles a duplicate that two workers got at once):
+- `--share GROUP` (Mosquitto, MQTT 5 or 3.1.1): the device record topics are subscribed as the shared
+  subscription `$share/GROUP/…`, so the broker hands each message to one worker; what the center publishes
+  (cases, duty, catalog, bindings) is subscribed normally, every worker needs it.
+- `--jetstream nats://…` (a NATS cluster, whose MQTT gateway has no shared subscriptions): the records come
+  from one durable JetStream consumer the workers pull from (center/ledger/jetstream.py), acknowledged only
+  once stored and receipted; MQTT (3.1.1) carries what the center publishes and the receipts.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import queue
+import re
 import sqlite3
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -38,6 +49,7 @@ log = logging.getLogger("ledger")
 BATCH = 1000
 BATCH_ATTEMPTS = 3  # a batch the database refuses (busy, I/O) is tried again before it is given up
 SUBACK_TIMEOUT_S = 10
+REFUSAL_GRACE_S = 30  # a subscription refused without a reason (0x80) is tried again for this long
 
 
 class LedgerError(RuntimeError):
@@ -47,10 +59,16 @@ class LedgerError(RuntimeError):
 class Ledger:
     def __init__(self, db: str | Path | Store | Record, host: str = "127.0.0.1", port: int = 1883,
                  center: str = "+", client_id: str = "center-ledger", username: str = "", password: str = "",
-                 mqtt_version: str = "5"):
-        """`db`: a SQLite path or database URL (opened here), or the Store/Record of a larger service."""
+                 mqtt_version: str = "5", *, share: str = "", records: bool = True,
+                 brokers: list[tuple[str, int]] | None = None):
+        """`db`: a SQLite path or database URL (opened here), or the Store/Record of a larger service.
+        `share`: subscribe the device records as `$share/<share>/…` (one of N workers); `records=False`:
+        records come from elsewhere (`feed`, the JetStream consumer), MQTT only for state and receipts;
+        `brokers`: several (host, port) to try in turn (a cluster), instead of host/port."""
         if mqtt_version not in ("5", "3.1.1"):
             raise ValueError(f"mqtt_version must be '5' or '3.1.1', not {mqtt_version!r}")
+        if share and not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", share):
+            raise ValueError(f"share group must be letters, digits, _ or - (at most 32), not {share!r}")
         if isinstance(db, Record):
             self.record, self._owns_store = db, False
         elif isinstance(db, Store):
@@ -59,18 +77,27 @@ class Ledger:
             self.record, self._owns_store = Record(Store(db)), True
         self.store = self.record.store
         self.db_path = _sqlite_path(self.store.url)
-        self.host, self.port, self.mqtt_version = host, port, mqtt_version
+        self.brokers = list(brokers or [(host, port)])
+        self.host, self.port = self.brokers[0]
+        self.mqtt_version, self.share = mqtt_version, share
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._throttle = Throttle()
         self.fatal: str | None = None
-        self.topics = [f"{topics.PREFIX}/{center}/device/+/{leaf}" for leaf in ("rating", "event", "binding")]
+        shared = f"$share/{share}/" if share else ""
+        self.topics = [f"{shared}{topics.PREFIX}/{center}/device/+/{leaf}" for leaf in ("rating", "event")
+                       if records]
+        self.topics.append(f"{topics.PREFIX}/{center}/device/+/binding")
         self.topics += [f"{topics.PREFIX}/{center}/window/+/{leaf}" for leaf in ("case", "duty")]
         self.topics.append(f"{topics.PREFIX}/{center}/catalog")
         v5 = mqtt_version == "5"
+        # One ledger keeps its session, to receive what arrived while it was down. One of N workers keeps
+        # none: Mosquitto would go on queueing a dead worker's share for it; the others take the load, the
+        # terminals re-offer what had no receipt, and what the center publishes is retained.
+        self._clean = bool(share) or not records
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                        clean_session=None if v5 else False, reconnect_on_failure=False)
+                        clean_session=None if v5 else self._clean, reconnect_on_failure=False)
         if username:
             c.username_pw_set(username, password)
         c.max_inflight_messages_set(1000)
@@ -79,10 +106,11 @@ class Ledger:
         c.on_connect = self._connected
         c.on_disconnect = self._disconnected
         c.on_subscribe = self._subacked
-        c.on_message = lambda cl, ud, m: self._q.put((m.topic, m.payload))
+        c.on_message = lambda cl, ud, m: self._q.put((m.topic, m.payload, None))
         self.client = c
         self.subscribed = threading.Event()
         self._connected_at: float | None = None
+        self._sub_sent_at = 0.0
         self._attempt = 0
         self._net = threading.Thread(target=self._net_loop, name="ledger-net", daemon=True)
         self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
@@ -110,7 +138,7 @@ class Ledger:
             for t in (self._writer, self._net):
                 if t.ident is not None and not t.is_alive():
                     return f"the {t.name} thread died; nothing would be stored"
-        at = self._connected_at
+        at = self._sub_sent_at if self._connected_at is not None else None
         if at is not None and not self.subscribed.is_set() and time.monotonic() - at > SUBACK_TIMEOUT_S:
             return (f"the broker at {self.host}:{self.port} did not answer the ledger's subscription within "
                     f"{SUBACK_TIMEOUT_S} s: nothing would be stored")
@@ -129,6 +157,11 @@ class Ledger:
     def counts(self) -> dict[str, int]:
         return self.record.counts()
 
+    def feed(self, topic: str, payload: bytes, done: Callable[[], None]) -> None:
+        """A record from another source than this MQTT session: stored with the next batch, receipted, and
+        then `done()` is called (from the writer thread) — never when storing it failed."""
+        self._q.put((topic, payload, done))
+
     def __getattr__(self, name: str):  # stored, rejected, failed, flagged, bad_topic: the record's counters
         if name in ("stored", "rejected", "failed", "flagged", "bad_topic"):
             return getattr(self.record, name)
@@ -146,12 +179,16 @@ class Ledger:
     def _run_sessions(self) -> None:
         """Connect, run the session until it drops, reconnect with backoff; log each failure with its cause."""
         self._attempt = 0
+        turn = 0
         while not self._stop.is_set():
+            self.host, self.port = self.brokers[turn % len(self.brokers)]
+            turn += 1  # the next attempt, after a failure or a loss, goes to the next broker of a cluster
             try:
                 if self.mqtt_version == "5":
                     props = Properties(PacketTypes.CONNECT)
-                    props.SessionExpiryInterval = 7 * 86400  # receive what arrived while the ledger was down
-                    self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
+                    props.SessionExpiryInterval = 0 if self._clean else 7 * 86400
+                    self.client.connect(self.host, self.port, keepalive=30, clean_start=self._clean,
+                                        properties=props)
                 else:
                     self.client.connect(self.host, self.port, keepalive=30)
             except (OSError, ValueError) as e:
@@ -176,7 +213,12 @@ class Ledger:
         self.subscribed.clear()
         self._attempt = 0
         self._connected_at = time.monotonic()
-        client.subscribe([(t, 1) for t in self.topics])
+        self._subscribe_all()
+
+    def _subscribe_all(self) -> None:
+        if self._connected_at is not None:
+            self._sub_sent_at = time.monotonic()
+            self.client.subscribe([(t, 1) for t in self.topics])
 
     def _disconnected(self, client, userdata, flags, reason, properties) -> None:
         if not self._stop.is_set():
@@ -187,6 +229,16 @@ class Ledger:
         refused = [f"{t} ({rc})" for t, rc in zip(self.topics, reason_codes) if rc.is_failure]
         if len(reason_codes) != len(self.topics):
             refused.append(f"{len(reason_codes)} answers for {len(self.topics)} subscriptions")
+        at = self._connected_at
+        if (refused and all(rc.value == 0x80 for rc in reason_codes if rc.is_failure) and at is not None
+                and time.monotonic() - at < REFUSAL_GRACE_S):
+            # 0x80 says no more than "failure" (all a 3.1.1 SUBACK can say): a NATS node whose JetStream is
+            # electing leaders answers so for a while. Not authorized (0x87) is final at once.
+            log.warning("the broker at %s:%d refused %s; subscribing again", self.host, self.port, ", ".join(refused))
+            timer = threading.Timer(1.0, self._subscribe_all)
+            timer.daemon = True
+            timer.start()
+            return
         if refused:
             self.fatal = (f"the broker at {self.host}:{self.port} refused the ledger's subscription to "
                           f"{', '.join(refused)}: check the ledger account's ACL and --center; nothing would be "
@@ -227,11 +279,15 @@ class Ledger:
             self.fatal = f"the ledger-writer thread died: {e!r}"
             log.critical("%s", self.fatal, exc_info=True)
 
-    def _store(self, batch: list[tuple[str, bytes]]) -> None:
-        receipts = self.record.ingest(batch)  # committed when it returns: durable first, receipts after
+    def _store(self, batch: list[tuple[str, bytes, Callable[[], None] | None]]) -> None:
+        # committed when it returns: durable first, receipts after
+        receipts = self.record.ingest([(topic, payload) for topic, payload, _ in batch])
         for topic, items in receipts.items():
             for chunk in receipt_chunks(items):
                 self.client.publish(topic, chunk, qos=1)
+        for _, _, done in batch:
+            if done is not None:
+                done()
 
 
 RECEIPT_BUDGET = 12_000  # bytes: well inside the terminals' 16 KiB inbound limit
@@ -290,6 +346,21 @@ def gaps(db_path: str | Path) -> dict[tuple[str, str], list[tuple[int, int]]]:
     return out
 
 
+def parse_brokers(text: str) -> list[tuple[str, int]]:
+    """"host:port,host:port" → [(host, port), …]; ValueError naming the wrong entry."""
+    out = []
+    for entry in (e.strip() for e in text.split(",")):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"--brokers: {entry!r} is not host:port (e.g. 127.0.0.1:1883)")
+        out.append((host, int(port)))
+    return out
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
 def _cause(e: BaseException) -> str:
     """An exception in words an operator can act on."""
     if isinstance(e, ConnectionRefusedError):
@@ -321,7 +392,7 @@ def gaps_main(argv: list[str]) -> int:
 def _options(args: argparse.Namespace) -> dict:
     """What the ledger runs with: the center file's values (if given), each overridden by its flag."""
     o: dict = {"db": "ledger.db", "host": "127.0.0.1", "port": 1883, "center": "+", "username": "", "password": "",
-               "mqtt_version": "5", "ca": None}
+               "mqtt_version": "5", "ca": None, "share": ""}
     tls_port = None
     if args.center_file:
         cfg = center_config.load(args.center_file)
@@ -331,9 +402,11 @@ def _options(args: argparse.Namespace) -> dict:
         if not secret.exists():
             raise OSError(f"{secret}: no password for the {cfg.ledger.account} account (made by "
                           "`python -m provisioning --center ... broker-config`)")
-        o.update(db=cfg.ledger.db, host=host, port=port, center=cfg.center.id, username=cfg.ledger.account,
+        o.update(db=cfg.ledger.url or cfg.ledger.db, host=host, port=port, center=cfg.center.id,
+                 username=cfg.ledger.account,
                  password=secret.read_text().strip(), mqtt_version=cfg.ledger.mqtt_version, ca=ca)
-    given = {k: getattr(args, k) for k in ("db", "host", "port", "center", "username", "mqtt_version")}
+        o["share"] = cfg.ledger.share
+    given = {k: getattr(args, k) for k in ("db", "host", "port", "center", "username", "mqtt_version", "share")}
     o.update({k: v for k, v in given.items() if v is not None})
     if args.password_file:
         o["password"] = Path(args.password_file).read_text().strip()
@@ -359,17 +432,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--password-file", help="file holding that user's password")
     ap.add_argument("--mqtt-version", choices=("5", "3.1.1"),
                     help="MQTT protocol version (3.1.1: no reason codes; receipts are the only acknowledgement)")
+    ap.add_argument("--brokers", help="several brokers (a cluster) as host:port,host:port: tried in turn, "
+                                      "instead of --host/--port")
+    ap.add_argument("--client-id", default="center-ledger",
+                    help="MQTT client id (each worker of several its own; default: center-ledger)")
+    ap.add_argument("--share", help="one of N workers on Mosquitto: take the device records through the shared "
+                                    "subscription $share/SHARE/… (e.g. --share ledger on every worker)")
+    ap.add_argument("--jetstream", metavar="NATS_URLS",
+                    help="one of N workers on a NATS cluster: take the device records from the durable "
+                         "JetStream consumer (nats://host:port,nats://host:port); MQTT for the rest")
+    ap.add_argument("--jetstream-replicas", type=int, default=1,
+                    help="replicas of the records stream when this worker makes it (3 on a 3-node cluster)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s ledger %(levelname)s: %(message)s")
     try:
         opts = _options(args)
-    except (center_config.CenterConfigError, OSError) as e:
+        brokers = parse_brokers(args.brokers) if args.brokers else None
+        if args.share and args.jetstream:
+            raise ValueError("--share and --jetstream exclude each other (Mosquitto or a NATS cluster)")
+    except (center_config.CenterConfigError, OSError, ValueError) as e:
         print(f"rating-ledger: {e}", file=sys.stderr)
         return 2
-    ledger = Ledger(opts["db"], opts["host"], opts["port"], opts["center"], username=opts["username"],
-                    password=opts["password"], mqtt_version=opts["mqtt_version"])
+    ledger = Ledger(opts["db"], opts["host"], opts["port"], opts["center"], client_id=args.client_id,
+                    username=opts["username"], password=opts["password"], mqtt_version=opts["mqtt_version"],
+                    share=opts["share"] or "", records=not args.jetstream, brokers=brokers)
     if opts["ca"]:
         ledger.client.tls_set(ca_certs=str(opts["ca"]))
+    feed = None
+    if args.jetstream:
+        from center.ledger.jetstream import JetStreamFeed
+        feed = JetStreamFeed(args.jetstream.split(","), ledger, center=opts["center"],
+                             replicas=args.jetstream_replicas, name=args.client_id)
     stop = threading.Event()
 
     def on_signal(*_) -> None:
@@ -378,20 +471,24 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("ledger for %s:%d%s, database %s", opts["host"], opts["port"], " (TLS)" if opts["ca"] else "",
-             opts["db"])
+    log.info("ledger for %s%s, database %s", ", ".join(f"{h}:{p}" for h, p in ledger.brokers),
+             " (TLS)" if opts["ca"] else "", _without_password(str(opts["db"])))
     try:
         ledger.start()
     except LedgerError as e:
         log.critical("cannot start: %s", e)
         return 2
+    if feed is not None:
+        feed.start()
     problem = None
     while not stop.wait(1):
-        problem = ledger.health()
+        problem = ledger.health() or (feed.health() if feed else None)
         if problem:
             log.critical("stopping: %s", problem)
             break
-    ledger.stop()
+    ledger.stop()  # the batch in hand is committed, receipted and its acknowledgements handed to the feed
+    if feed is not None:
+        feed.stop()  # drains its connection: those acknowledgements reach NATS (the rest comes again)
     log.info("stored %d ratings, rejected %d, failed %d, flagged %d, bad topics %d", ledger.stored, ledger.rejected,
              ledger.failed, ledger.flagged, ledger.bad_topic)
     return 1 if problem else 0

@@ -50,8 +50,14 @@ RATING_EXISTS = select(ratings.c.id).where(ratings.c.id == _P("id"))
 CASE_RATED = select(ratings.c.id).where(and_(ratings.c.center == _P("center"), ratings.c.case_id == _P("case"),
                                              ratings.c.first == 1))
 INSERT_RATING = insert(ratings)
+# Several writers (N ledger workers) may get the same record at once: ON CONFLICT on the id turns the
+# second insert into a duplicate instead of an error that would refuse it.
 _IF_NEW = {name: d.insert(ratings).on_conflict_do_nothing(index_elements=["id"]).returning(ratings.c.id)
            for name, d in (("sqlite", sqlite), ("postgresql", postgresql))}
+_EVENT_IF_NEW = {name: d.insert(events).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
+                 for name, d in (("sqlite", sqlite), ("postgresql", postgresql))}
+_PIN_IF_NEW = {name: d.insert(bindings).on_conflict_do_nothing(index_elements=["center", "device"])
+               .returning(bindings.c.device) for name, d in (("sqlite", sqlite), ("postgresql", postgresql))}
 
 
 def INSERT_RATING_IF_NEW(conn: Connection):  # noqa: N802 - a statement, chosen by the connection's dialect
@@ -244,15 +250,19 @@ class Record:
             # store's lock): the unique index settles it.
             sp = conn.begin_nested()
             try:
-                conn.execute(INSERT_RATING, row)
+                new = conn.execute(INSERT_RATING_IF_NEW(conn), row).first()
                 sp.commit()
             except exc.IntegrityError:
                 sp.rollback()
                 if not terminal:
                     return Stored("already_rated")
                 first, row["first"] = False, 0
-                conn.execute(INSERT_RATING, row)
-        elif case is None:  # a staff or hall rating: one statement also tells a duplicate
+                new = conn.execute(INSERT_RATING_IF_NEW(conn), row).first()
+            if new is None:
+                return Stored("duplicate")  # another worker stored this very rating meanwhile
+        elif case is None or conn.dialect.name != "sqlite":
+            # One statement also tells a duplicate: a staff or hall rating, or one another worker stored
+            # since the check above.
             if conn.execute(INSERT_RATING_IF_NEW(conn), row).first() is None:
                 return Stored("duplicate")
         else:
@@ -317,12 +327,17 @@ class Record:
             if b is not None:
                 self._bindings[(center, device)] = tuple(b)
         if b is None:  # no provisioning: pin the window of the device's first rating
-            conn.execute(INSERT_BINDING, dict(center=center, device=device, state="pinned", window=window,
-                                              prev_window=None, since=now, source="first_use", updated=now))
-            self._bindings[(center, device)] = ("pinned", window, None, now, "first_use")
-            log.info("no binding known for %s/%s: pinned it to window %s (its first rating)", center, device, window)
-            flags.append("unbound")
-        else:
+            pinned = conn.execute(_PIN_IF_NEW[conn.dialect.name], dict(
+                center=center, device=device, state="pinned", window=window, prev_window=None, since=now,
+                source="first_use", updated=now)).first()
+            if pinned is None:  # another worker pinned it meanwhile: use what it wrote
+                b = conn.execute(BINDING, {"center": center, "device": device}).first()
+            else:
+                self._bindings[(center, device)] = ("pinned", window, None, now, "first_use")
+                log.info("no binding known for %s/%s: pinned it to window %s (its first rating)", center, device,
+                         window)
+                flags.append("unbound")
+        if b is not None:
             state, bound, prev, since, source = b
             if source == "first_use":
                 flags.append("unbound")
@@ -344,10 +359,12 @@ class Record:
     def _event(self, conn: Connection, m: dict, now: float) -> str:
         if conn.execute(EVENT_EXISTS, {"id": m["id"]}).first():
             return "duplicate"
-        conn.execute(INSERT_EVENT, dict(
+        new = conn.execute(_EVENT_IF_NEW[conn.dialect.name], dict(
             id=m["id"], center=m["center"], window=m["window"], device=m["device"], ts=m["ts"], event=m["event"],
             case_id=m.get("case"), staff=m.get("staff"), applicant=m.get("applicant"), received=now,
-            seq=m.get("seq"), alarm=m.get("alarm"), detail=m.get("detail")))
+            seq=m.get("seq"), alarm=m.get("alarm"), detail=m.get("detail"))).first()
+        if new is None:
+            return "duplicate"  # another worker stored it since the check above
         if m["event"] == "unrated" and m.get("case"):
             self._unrated(conn, m["center"], m["case"], now)
         return "stored"

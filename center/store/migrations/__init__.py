@@ -2,7 +2,8 @@
 
 The scripts live in versions/. The first one also adopts a ledger.db made before Alembic (its tables
 exist, no `alembic_version`): it creates only what is missing. A new script for every change; never edit
-one that has shipped. `python -m center db upgrade --db URL` runs them by hand.
+one that has shipped. Every Store runs them when it opens (`center.store.Store`); on PostgreSQL under an
+advisory lock, so N ledger workers starting together on an empty database migrate it once.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,8 +23,19 @@ def config(engine: Engine) -> Config:
     return cfg
 
 
+MIGRATION_LOCK = 0x48435031  # "HCP1": the advisory lock key N processes take around the upgrade
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    command.upgrade(config(engine), revision)
+    if engine.dialect.name != "postgresql":
+        command.upgrade(config(engine), revision)  # SQLite: one writer at a time anyway
+        return
+    with engine.connect() as lock:
+        lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+        try:
+            command.upgrade(config(engine), revision)
+        finally:
+            lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
 
 
 def current(engine: Engine) -> str | None:
