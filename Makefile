@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bootstrapped
 
-.PHONY: run test bench screens voices clean
+.PHONY: run test bench fleet image image-test screens voices clean
 
 $(STAMP): pyproject.toml tools/bootstrap
 	VENV=$(VENV) tools/bootstrap
@@ -20,6 +20,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run
 	$(PY) -m bench.report
+
+## fleet: the fleet simulator (thousands of real terminals, storms, kills, a slow ledger, power cuts)
+##        → bench/fleet.json, docs/fleet.md, docs/fleet/*.png; FLEET_ARGS=--quick for a short run
+fleet: $(STAMP)
+	$(PY) -m bench.fleet $(FLEET_ARGS)
 
 ## screens: render the README's pictures into docs/screens/ (tests write to a temp dir otherwise)
 screens: $(STAMP)
