@@ -26,6 +26,16 @@ bench: $(STAMP)
 fleet: $(STAMP)
 	$(PY) -m bench.fleet $(FLEET_ARGS)
 
+## image: the SD-card image (Debian 12 arm64 by mmdebstrap; root, network) → image-build/out/
+image: $(STAMP)
+	tools/bootstrap-image
+	$(PY) image-build/build $(IMAGE_ARGS)
+
+## image-test: boot the image in qemu-system-aarch64 against a broker on the host (slow; after make image)
+image-test: $(STAMP)
+	tools/bootstrap-image
+	$(PY) -m pytest -m image -s -p no:cacheprovider tests/image/test_boot_qemu.py
+
 ## screens: render the README's pictures into docs/screens/ (tests write to a temp dir otherwise)
 screens: $(STAMP)
 	HCP_SCREENS_DIR=docs/screens $(PY) -m pytest -q -p no:cacheprovider tests/ui/test_layout.py \
