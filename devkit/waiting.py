@@ -7,8 +7,8 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(pred: Callable[[], T], timeout: float = 20, what: str = "condition") -> T:
-    """Poll until `pred()` is truthy and return its value; AssertionError after `timeout` seconds."""
+def wait_for(pred: Callable[[], T], timeout: float = 20, what: str = "condition", every: float = 0.02) -> T:
+    """Poll every `every` s until `pred()` is truthy and return its value; AssertionError after `timeout` s."""
     end = time.monotonic() + timeout
     while True:
         value = pred()
@@ -16,4 +16,4 @@ def wait_for(pred: Callable[[], T], timeout: float = 20, what: str = "condition"
             return value
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(every)

@@ -138,31 +138,46 @@ def check(state: Path, expect: Expect) -> Verdict:
     """Open a cut state with the real Outbox and judge it (see the module's docstring)."""
     v = Verdict()
     path = state / DB_NAME
-    try:
-        ob = Outbox(path, on_alarm=lambda code, detail: v.alarms.append(f"{code}: {detail}"), retry_s=(3600, 3600))
-    except Exception as e:  # noqa: BLE001 - any exception here is the finding
-        v.problems.append(f"Outbox() raised {type(e).__name__}: {e}")
+    ob = _open(path, v)
+    if ob is None:
         return v
     try:
-        if ob.unavailable:
-            v.problems.append(f"unavailable: {ob.unavailable}")
-            return v
-        v.opened = True
         v.salvaged = any(a.startswith(("outbox_corrupt", "outbox_salvaged")) for a in v.alarms)
         if v.alarms and not v.salvaged:
             v.problems.append(f"unexpected alarms: {v.alarms}")
         _judge(ob, path, expect, v)
     finally:
         ob.close()
-    if v.opened:
-        again: list[str] = []
-        ob = Outbox(path, on_alarm=lambda code, detail: again.append(code), retry_s=(3600, 3600))
-        try:
-            if ob.unavailable or again:
-                v.problems.append(f"second open not clean: {ob.unavailable or again}")
-        finally:
-            ob.close()
+    _open_again(path, v)
     return v
+
+
+def _open(path: Path, v: Verdict) -> Outbox | None:
+    """The real Outbox on a cut state, its alarms in `v`; None (and the problem in `v`) if it won't serve."""
+    try:
+        ob = Outbox(path, on_alarm=lambda code, detail: v.alarms.append(f"{code}: {detail}"), retry_s=(3600, 3600))
+    except Exception as e:  # noqa: BLE001 - any exception here is the finding
+        v.problems.append(f"Outbox() raised {type(e).__name__}: {e}")
+        return None
+    if ob.unavailable:
+        v.problems.append(f"unavailable: {ob.unavailable}")
+        ob.close()
+        return None
+    v.opened = True
+    return ob
+
+
+def _open_again(path: Path, v: Verdict) -> None:
+    """A store that opened once (salvaged or not) opens a second time without alarms."""
+    if not v.opened:
+        return
+    again: list[str] = []
+    ob = Outbox(path, on_alarm=lambda code, detail: again.append(code), retry_s=(3600, 3600))
+    try:
+        if ob.unavailable or again:
+            v.problems.append(f"second open not clean: {ob.unavailable or again}")
+    finally:
+        ob.close()
 
 
 def _judge(ob: Outbox, path: Path, expect: Expect, v: Verdict) -> None:
@@ -362,16 +377,10 @@ def _damaged(records: list[Record], probe: Path, seed: int, want: int) -> Iterat
 
 def _check_salvaged(state: Path, ids: set[str], cases: set[str]) -> Verdict:
     v = Verdict()
-    try:
-        ob = Outbox(state / DB_NAME, on_alarm=lambda code, detail: v.alarms.append(code), retry_s=(3600, 3600))
-    except Exception as e:  # noqa: BLE001 - any exception here is the finding
-        v.problems.append(f"Outbox() raised {type(e).__name__}: {e}")
+    ob = _open(state / DB_NAME, v)
+    if ob is None:
         return v
     try:
-        if ob.unavailable:
-            v.problems.append(f"unavailable: {ob.unavailable}")
-            return v
-        v.opened = True
         have = [r.id for r in ob.due(10**9)] + [rid for rid, _ in ob.quarantined()]
         if len(have) != len(set(have)):
             v.problems.append(f"{len(have) - len(set(have))} record ids more than once")
@@ -381,11 +390,5 @@ def _check_salvaged(state: Path, ids: set[str], cases: set[str]) -> Verdict:
             v.problems.append(f"{len(missing)} rated cases forgotten, e.g. {missing[:3]}")
     finally:
         ob.close()
-    again: list[str] = []
-    ob = Outbox(state / DB_NAME, on_alarm=lambda code, detail: again.append(code), retry_s=(3600, 3600))
-    try:
-        if ob.unavailable or again:
-            v.problems.append(f"second open not clean: {ob.unavailable or again}")
-    finally:
-        ob.close()
+    _open_again(state / DB_NAME, v)
     return v

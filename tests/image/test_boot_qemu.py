@@ -23,7 +23,13 @@ import sys
 import time
 from pathlib import Path
 
+import functools
+
 import pytest
+
+from devkit import waiting
+
+wait_for = functools.partial(waiting.wait_for, every=1)  # a guest's screen and logs: once a second is enough
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "image-build"))
@@ -153,20 +159,20 @@ def test_image_boots_enrols_and_keeps_a_rating_across_a_hard_kill(site, tmp_path
         figures["boot_to_ready_s"] = round(time.monotonic() - guest.started_at, 1)
         guest.wait_for(r"grow-data: ", 120, since_start=True)
 
-        ann = wait(lambda: (reg.announcements() or [None])[0], 300, "the terminal's hello at the center")
+        ann = wait_for(lambda: (reg.announcements() or [None])[0], 300, "the terminal's hello at the center")
         device = ann.device
         assert re.fullmatch(r"\d{6}", ann.code), f"announcement without a code: {ann!r}"
         guest.wait_for(r"pairing code received", 180, since_start=True)
         time.sleep(5)
         guest.screendump(shots / "1-unpaired.png")
 
-        mem = wait(guest.mem_available, 120, "the balloon's MemAvailable")
+        mem = wait_for(guest.mem_available, 120, "the balloon's MemAvailable")
         figures["mem_available_mib"] = round(mem / 2**20)
 
         # staff pair it to W01 with the code; the terminal reconnects with its own account
         site["prov"].pair(ann.code, "W01", "test")
         guest.wait_for(r"paired: own account received", 180, since_start=True)
-        wait(lambda: (st := reg.status(device)) and st.state == "online" and st.window == "W01", 180,
+        wait_for(lambda: (st := reg.status(device)) and st.state == "online" and st.window == "W01", 180,
              "the paired terminal online at W01")
 
         # idle writes to the card (journal, outbox, status) over IDLE_S, extrapolated to an hour
@@ -183,7 +189,7 @@ def test_image_boots_enrols_and_keeps_a_rating_across_a_hard_kill(site, tmp_path
         sys_.publish(f"hcp/v1/{center}/catalog", codec.encode(factories.catalog(center)), retain=True)
         sys_.publish(f"hcp/v1/{center}/window/W01/case", codec.encode(factories.case(center, "W01", "K1")),
                      retain=True)
-        wait(lambda: qemu.changed_fraction(idle[2], guest.screen()[2]) > 0.2, 120, "the case screen")
+        wait_for(lambda: qemu.changed_fraction(idle[2], guest.screen()[2]) > 0.2, 120, "the case screen")
         time.sleep(3)
         w, h, _ = guest.screen()
         guest.screendump(shots / "3-case.png")
@@ -208,10 +214,10 @@ def test_image_boots_enrols_and_keeps_a_rating_across_a_hard_kill(site, tmp_path
         guest = boot("second")
         guest.wait_for(READY_LINE, BOOT_TIMEOUT, since_start=True)
         figures["second_boot_to_ready_s"] = round(time.monotonic() - guest.started_at, 1)
-        rows = wait(lambda: query(site["ledger"].db_path, "SELECT case_id, level, device FROM ratings"), 300,
+        rows = wait_for(lambda: query(site["ledger"].db_path, "SELECT case_id, level, device FROM ratings"), 300,
                     "the rating at the center's record")
         assert [tuple(r) for r in rows] == [("K1", "very_satisfied", device)], rows
-        wait(lambda: (st := reg.status(device)) and st.pending == 0, 300, "the outbox empty (receipted)")
+        wait_for(lambda: (st := reg.status(device)) and st.pending == 0, 300, "the outbox empty (receipted)")
         guest.screendump(shots / "5-after-reboot.png")
         guest.quit()
         guest = None
@@ -222,13 +228,3 @@ def test_image_boots_enrols_and_keeps_a_rating_across_a_hard_kill(site, tmp_path
             shutil.copy(log, shots / log.name)
         write_figures(figures)
 
-
-def wait(pred, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(1)
