@@ -138,6 +138,7 @@ class Link:
         c.on_publish = self._published
         c.on_subscribe = self._subacked
         self._pending_subs: dict[int, str] = {}  # SUBSCRIBE mid → topic, until its SUBACK
+        self._pending_lock = threading.Lock()
         c.on_socket_open = self._socket_open
         c.reconnect_delay_set(backoff(0, cfg.reconnect_min_s, cfg.reconnect_max_s), cfg.reconnect_max_s)
         self.client = c
@@ -159,14 +160,18 @@ class Link:
                 self._subscribe(topic)
 
     def _subscribe(self, topic: str) -> None:
-        rc, mid = self.client.subscribe(topic, qos=1)
-        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
-            self._pending_subs[mid] = topic
+        # From a timer thread the SUBACK may be handled before subscribe() returns: the lock makes
+        # _subacked wait until the mid is known, or a refusal would pass unseen and no receipt arrive.
+        with self._pending_lock:
+            rc, mid = self.client.subscribe(topic, qos=1)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                self._pending_subs[mid] = topic
 
     def _subacked(self, client, userdata, mid, reason_codes, properties) -> None:
         """A refused subscription is tried again later: without it no receipt arrives. (A NATS node whose
         JetStream is re-electing its leaders answers 0x80 for a while.)"""
-        topic = self._pending_subs.pop(mid, None)
+        with self._pending_lock:
+            topic = self._pending_subs.pop(mid, None)
         if topic is None or not any(rc.is_failure for rc in reason_codes):
             return
         delay = backoff(self._attempt + 1, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)

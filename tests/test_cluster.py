@@ -150,3 +150,24 @@ def test_a_ledger_with_share_subscribes_records_shared_and_state_plainly(tmp_pat
         led.store.close()
     with pytest.raises(ValueError, match="share group"):
         Ledger(tmp_path / "l.db", share="a/b")
+
+
+def test_a_ledger_on_a_cluster_waits_for_a_slow_subscription_one_broker_does_not(tmp_path, monkeypatch):
+    """A NATS node answers SUBSCRIBE only after JetStream made each topic's consumer (4 s per topic
+    after a node died): a ledger with several brokers must not give up after 10 s, a single one does."""
+    from types import SimpleNamespace
+
+    from center.ledger import intake
+    now = [1000.0]
+    monkeypatch.setattr(intake, "time", SimpleNamespace(monotonic=lambda: now[0]))  # this module's clock only
+    for brokers, fatal_after in (([("127.0.0.1", 1)], intake.SUBACK_TIMEOUT_S),
+                                 ([("127.0.0.1", 1), ("127.0.0.1", 2)], intake.CLUSTER_GRACE_S)):
+        led = Ledger(tmp_path / f"l{len(brokers)}.db", brokers=brokers, records=False, center="C1")
+        try:
+            led._connected_at = led._sub_sent_at = now[0]  # connected, SUBSCRIBE sent, no SUBACK yet
+            now[0] += 16   # what nats-server 2.9.10 took for the worker's 4 topics after a node kill
+            assert (led.health() is None) == (fatal_after > 16), brokers
+            now[0] += fatal_after
+            assert "did not answer the ledger's subscription" in (led.health() or ""), brokers
+        finally:
+            led.store.close()

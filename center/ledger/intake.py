@@ -48,8 +48,12 @@ log = logging.getLogger("ledger")
 
 BATCH = 1000
 BATCH_ATTEMPTS = 3  # a batch the database refuses (busy, I/O) is tried again before it is given up
-SUBACK_TIMEOUT_S = 10
-REFUSAL_GRACE_S = 30  # a subscription refused without a reason (0x80) is tried again for this long
+SUBACK_TIMEOUT_S = 10  # one broker: a SUBSCRIBE unanswered this long is fatal
+# A NATS node answers a SUBSCRIBE only once JetStream made (or failed, after 4 s each) the session's
+# consumer for every topic: for a while after a node of the cluster died that is 4 s × topics, then 0x80.
+# With several brokers the ledger waits (and subscribes again after 0x80) CLUSTER_GRACE_S before it gives up.
+REFUSAL_GRACE_S = 30  # one broker: a subscription refused without a reason (0x80) is tried again for this long
+CLUSTER_GRACE_S = 90
 
 
 class LedgerError(RuntimeError):
@@ -139,9 +143,10 @@ class Ledger:
                 if t.ident is not None and not t.is_alive():
                     return f"the {t.name} thread died; nothing would be stored"
         at = self._sub_sent_at if self._connected_at is not None else None
-        if at is not None and not self.subscribed.is_set() and time.monotonic() - at > SUBACK_TIMEOUT_S:
+        wait = SUBACK_TIMEOUT_S if len(self.brokers) < 2 else CLUSTER_GRACE_S
+        if at is not None and not self.subscribed.is_set() and time.monotonic() - at > wait:
             return (f"the broker at {self.host}:{self.port} did not answer the ledger's subscription within "
-                    f"{SUBACK_TIMEOUT_S} s: nothing would be stored")
+                    f"{wait} s: nothing would be stored")
         return None
 
     def stop(self) -> None:
@@ -231,7 +236,7 @@ class Ledger:
             refused.append(f"{len(reason_codes)} answers for {len(self.topics)} subscriptions")
         at = self._connected_at
         if (refused and all(rc.value == 0x80 for rc in reason_codes if rc.is_failure) and at is not None
-                and time.monotonic() - at < REFUSAL_GRACE_S):
+                and time.monotonic() - at < (REFUSAL_GRACE_S if len(self.brokers) < 2 else CLUSTER_GRACE_S)):
             # 0x80 says no more than "failure" (all a 3.1.1 SUBACK can say): a NATS node whose JetStream is
             # electing leaders answers so for a while. Not authorized (0x87) is final at once.
             log.warning("the broker at %s:%d refused %s; subscribing again", self.host, self.port, ", ".join(refused))
