@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                   "in <doc dir>/fleet/)")
     ap.add_argument("--kind", choices=("mosquitto", "nats-cluster"), default="mosquitto")
     ap.add_argument("--workers", type=int, default=1, help="ledger worker processes")
+    ap.add_argument("--terminals", type=int, help="terminals in every scenario instead of the plan's (how many fit)")
     ap.add_argument("--workdir", type=Path, help="where terminals' data go (default: a new dir in $BENCH_DIR "
                                                  "or /var/tmp — a real disk, as the outbox's fsyncs need)")
     args = ap.parse_args(argv)
@@ -106,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     plan = sc.SMOKE if args.smoke else sc.QUICK if args.quick else sc.FULL
+    if args.terminals:
+        n = args.terminals
+        plan = dataclasses.replace(plan, steady_n=n, storm_n=n, kill_n=n, slow_n=n)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hcp-fleet-", dir=os.environ.get("BENCH_DIR", "/var/tmp")))
 
     def save(results: dict) -> None:

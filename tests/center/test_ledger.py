@@ -164,7 +164,7 @@ def test_a_huge_seq_is_refused_and_the_ledger_goes_on(ledger, center):
     assert ledger.health() is None
 
 
-def test_a_record_the_database_refuses_is_rejected_and_the_rest_of_its_batch_is_stored(ledger, center):
+def test_a_record_the_database_refuses_is_rejected_and_the_rest_of_its_batch_is_stored(ledger, center, monkeypatch):
     """Any per-record failure (here a real SQLite refusal) refuses that record only: a savepoint per record."""
     center.case("SH77")
     wait_for(lambda: query(ledger.db_path, "SELECT 1 FROM cases WHERE case_id='SH77'"), what="the case stored")
@@ -177,8 +177,11 @@ def test_a_record_the_database_refuses_is_rejected_and_the_rest_of_its_batch_is_
     # queue the two meanwhile, release.
     lock = sqlite3.connect(ledger.db_path, isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")
+    writing = threading.Event()  # an empty queue alone could mean "not arrived yet"
+    ingest = ledger.record.ingest
+    monkeypatch.setattr(ledger.record, "ingest", lambda batch: (writing.set(), ingest(batch))[1])
     send(center, rating(device="d3"), device="d3")
-    wait_for(lambda: ledger._q.qsize() == 0, what="the writer holds the first record")
+    wait_for(writing.is_set, what="the writer holds the first record")
     send(center, hostile)
     send(center, genuine, device="d2")
     wait_for(lambda: ledger._q.qsize() == 2, what="both queued behind it")
