@@ -207,9 +207,11 @@ NOTES = """
   Seen during development (2026-12-01, the machine shared with other jobs, load average ~800): one
   process did not finish starting its 100 terminals within 600 s — every thread start waits for the GIL
   behind ~300 runnable threads — and terminals already running missed keepalives and were dropped. 1,000
-  terminals in 10 processes started in 2 s and idled at 0.34 cores when the machine was quieter. So on
-  this 2-core machine, with the center tier on the same cores, ~1,000 real terminals fit; 2,000 need a
-  quiet machine or more cores for the simulator (a real center's terminals bring their own CPUs: the
+  terminals in 10 processes started in 2 s and idled at 0.34 cores when the machine was quieter (started
+  and idle only: no scenario has been run at 1,000). A later 2,000-terminal run, with fewer other jobs, had
+  not finished its steady state after 24 minutes (load average ~1,400) and was stopped. So on this 2-core
+  machine, with the center tier on the same cores, 2,000 real Terminals do not fit; the simulator needs
+  lighter terminals (the real outbox, courier and link without a core thread each) or more cores (a real center's terminals bring their own CPUs: the
   center tier's share — broker, ledger, PostgreSQL — is what the storm and slow figures measure).
 """
 
