@@ -56,9 +56,10 @@ def test_two_workers_share_the_ratings_through_mosquitto_shared_subscriptions(tm
             fleet = start_fleet(d, start, tmp_path, 3)
             for k, t in enumerate(fleet):
                 rate_cases(t, 40, f"SH{k}-")
+            # rate_cases only queues on each core: wait for the record too, not only for empty outboxes.
+            wait_for(lambda: rows(d) == [(120, 120, 120)], timeout=120, what="120 ratings in the record")
             for t in fleet:
                 wait_for(lambda t=t: t.outbox.counts().pending == 0, timeout=120, what="every outbox empty")
-            assert rows(d) == [(120, 120, 120)]
             assert all(t.outbox.counts().quarantined == 0 for t in fleet)
         for i in range(d.workers):
             d.procs[i].terminate()
@@ -84,17 +85,17 @@ def test_nats_cluster_two_workers_survive_a_node_and_a_worker_killed_mid_drain(t
                 rate_cases(t, 10, f"NB{k}-")
             wait_for(lambda: fleet[0].online and fleet[0].link.address != f"{d.brokers[0][0]}:{d.brokers[0][1]}",
                      timeout=60, what="terminal 0 moved to another node")
+            wait_for(lambda: rows(d) == [(120, 120, 120)], timeout=240, what="120 ratings in the record")
             for t in fleet:
                 wait_for(lambda t=t: t.outbox.counts().pending == 0, timeout=240, what="every outbox empty")
-            assert rows(d) == [(120, 120, 120)]
             assert all(t.outbox.counts().quarantined == 0 for t in fleet)
             d.restart_worker(1)
             d.restart_broker(0)
             for k, t in enumerate(fleet):
                 rate_cases(t, 2, f"NC{k}-")
+            wait_for(lambda: rows(d) == [(126, 126, 126)], timeout=120, what="126 ratings in the record")
             for t in fleet:
                 wait_for(lambda t=t: t.outbox.counts().pending == 0, timeout=120, what="receipted after restarts")
-            assert rows(d) == [(126, 126, 126)]
 
 
 def test_a_rating_two_workers_store_at_once_is_one_row_and_two_receipts(tmp_path):

@@ -47,12 +47,14 @@ def test_the_terminal_moves_to_the_second_broker_when_the_first_is_killed(two_br
             wait_for(lambda: t.online, what="online")
             assert t.link.address == f"127.0.0.1:{b1.port}", "the first broker of the list comes first"
             rate_cases(t, 5, "FO-A")
-            wait_for(lambda: t.outbox.counts().pending == 0, what="the first 5 receipted through broker 1")
+            # rate_cases only queues on the core: "nothing pending" alone can hold before anything is committed.
+            wait_for(lambda: record.stored == 5 and t.outbox.counts().pending == 0,
+                     what="the first 5 receipted through broker 1")
             b1.proc.kill()  # SIGKILL: no DISCONNECT, no clean shutdown
             b1.proc.wait()
             rate_cases(t, 20, "FO-B")  # offered while the link notices and moves over
             wait_for(lambda: t.online and t.link.address == f"127.0.0.1:{b2.port}", what="online at broker 2")
-            wait_for(lambda: t.outbox.counts().pending == 0, timeout=60, what="all 25 receipted")
+            wait_for(lambda: record.stored == 25 and t.outbox.counts().pending == 0, timeout=60, what="all 25 receipted")
             rows = query(tmp_path / "ledger.db", "SELECT count(*), count(DISTINCT id) FROM ratings")
             assert rows == [(25, 25)]
             assert record.stored == 25
@@ -60,7 +62,7 @@ def test_the_terminal_moves_to_the_second_broker_when_the_first_is_killed(two_br
             # Sticky: broker 1 back does not pull the terminal away from the one that works.
             b1.start()
             rate_cases(t, 3, "FO-C")
-            wait_for(lambda: t.outbox.counts().pending == 0, what="3 more receipted")
+            wait_for(lambda: record.stored == 28 and t.outbox.counts().pending == 0, what="3 more receipted")
             assert t.link.address == f"127.0.0.1:{b2.port}"
             assert query(tmp_path / "ledger.db", "SELECT count(DISTINCT id) FROM ratings") == [(28,)]
     finally:
@@ -79,8 +81,7 @@ def test_a_dead_first_broker_is_named_and_skipped(two_brokers, record, tmp_path)
             wait_for(lambda: t.online, what="online at the second broker")
             assert t.link.address == f"127.0.0.1:{b2.port}"
             rate_cases(t, 3, "FO-D")
-            wait_for(lambda: t.outbox.counts().pending == 0, what="receipted")
-            assert record.stored == 3
+            wait_for(lambda: record.stored == 3 and t.outbox.counts().pending == 0, what="receipted")
     finally:
         led.stop()
 
