@@ -62,69 +62,87 @@ class Courier:
         self._backlog: deque[Record] = deque()  # read ahead, not yet offered
         self._online = False
         self._thread = threading.Thread(target=self._run, name="courier", daemon=True)
+        self.notify: Callable[[], None] = lambda: None  # told of every queued input (set by a `Driver`)
+        self._wake_at = 0.0                             # when `pump` next cycles without new input
 
     # ---- called from other threads --------------------------------------------------------------
 
     def start(self) -> None:
+        """Deliver on the courier's own thread (else a `device.driver.Driver` calls `pump`)."""
         self._thread.start()
 
     def stop(self) -> None:
-        self._inbox.put(("stop",))
-        self._thread.join(timeout=5)
+        self._put(("stop",))
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _put(self, item: tuple) -> None:
+        self._inbox.put(item)
+        self.notify()
 
     def new_record(self, record: Record) -> None:
-        self._inbox.put(("new", record))
+        self._put(("new", record))
 
     def puback(self, mid: int, code: int, name: str) -> None:
-        self._inbox.put(("puback", mid, code, name))
+        self._put(("puback", mid, code, name))
 
     def receipts(self, items: list[dict]) -> None:
-        self._inbox.put(("receipts", items))
+        self._put(("receipts", items))
 
     def connection(self, up: bool) -> None:
-        self._inbox.put(("online" if up else "offline",))
+        self._put(("online" if up else "offline",))
 
     def requeue(self) -> None:
-        self._inbox.put(("requeue",))
+        self._put(("requeue",))
 
     def sync(self, timeout: float = 10) -> dict[str, tuple[int, bool]] | None:
         """Wait until the courier has handled everything queued before this call and offered what is due;
         then the records awaiting a receipt: id → (offers so far, PUBACK in). None if it did not answer."""
         done, answer = threading.Event(), {}
-        self._inbox.put(("sync", done, answer))
+        self._put(("sync", done, answer))
         return answer if done.wait(timeout) else None
 
-    # ---- the courier thread ---------------------------------------------------------------------
+    # ---- the courier thread (or a driver's) ------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            timeout = self._next_wakeup()
+        while self._cycle(self._next_wakeup()):
+            pass
+
+    def pump(self) -> None:
+        """One cycle without waiting, if anything is queued or due (a driver hosting many couriers)."""
+        if not self._inbox.empty() or self._clock() >= self._wake_at:
+            self._cycle(0)
+
+    def _cycle(self, timeout: float) -> bool:
+        """Handle what is queued (waiting up to `timeout` for the first), deliver, offer; False on stop."""
+        try:
+            item = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            item = None
+        items = [item] if item else []
+        while True:  # take everything queued: receipts and pubacks arrive in bursts
             try:
-                item = self._inbox.get(timeout=timeout)
+                items.append(self._inbox.get_nowait())
             except queue.Empty:
-                item = None
-            items = [item] if item else []
-            while True:  # take everything queued: receipts and pubacks arrive in bursts
-                try:
-                    items.append(self._inbox.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                for it in items:
-                    if it[0] == "stop":
-                        return
-                    self._handle(it)
-                if self._undeleted:
-                    self._deliver(list(self._undeleted.items()))
-                if self._online:
-                    self._offer()
-            except Exception:  # noqa: BLE001 - the courier must outlive any single failure
-                log.exception("courier cycle failed; retrying")
-                time.sleep(0.5)
+                break
+        try:
             for it in items:
-                if it[0] == "sync":
-                    it[2].update({rid: (f.offers, f.acked) for rid, f in self._flights.items()})
-                    it[1].set()
+                if it[0] == "stop":
+                    return False
+                self._handle(it)
+            if self._undeleted:
+                self._deliver(list(self._undeleted.items()))
+            if self._online:
+                self._offer()
+        except Exception:  # noqa: BLE001 - the courier must outlive any single failure
+            log.exception("courier cycle failed; retrying")
+            time.sleep(0.5)
+        for it in items:
+            if it[0] == "sync":
+                it[2].update({rid: (f.offers, f.acked) for rid, f in self._flights.items()})
+                it[1].set()
+        self._wake_at = self._clock() + self._next_wakeup()
+        return True
 
     def _next_wakeup(self) -> float:
         if not self._online or not self._timers:

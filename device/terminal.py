@@ -84,6 +84,9 @@ class Terminal:
         self._watchers: list[Watcher] = []
         self._stop = threading.Event()
         self._core: threading.Thread | None = None
+        self._driver: Any = None                     # a device.driver.Driver stepping this core, if any
+        self._notify: Callable[[], None] = lambda: None
+        self._last_status = self._wake_at = 0.0
         self.state = State(settings=inputs.settings(cfg))
         self.link = self._make_link()
         self.courier = Courier(self.outbox, cfg.outbox, publish=self._publish_record, on_alarm=self.alarms.raise_,
@@ -101,6 +104,7 @@ class Terminal:
     def submit(self, event: machine.Event) -> None:
         """Hand an input to the core thread (safe from any thread: UI, GPIO callbacks, console)."""
         self._events.put(event)
+        self._notify()
 
     def watch(self, fn: Watcher) -> None:
         """`fn(snapshot)` now, then on the core thread after every change; keep it short."""
@@ -109,6 +113,8 @@ class Terminal:
 
     @property
     def alive(self) -> bool:
+        if self._driver is not None:
+            return not self._stop.is_set() and self._driver.alive
         return self._core is not None and self._core.is_alive()
 
     def requeue(self) -> int:
@@ -160,12 +166,21 @@ class Terminal:
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the courier, the network thread and the core thread."""
-        self.courier.start()
+    def start(self, driver: Any = None) -> None:
+        """Start the courier, the network thread and the core thread; or, with a `device.driver.Driver`
+        (a simulator hosting hundreds of terminals per process), only the network thread, the driver
+        stepping the core and the courier on its own thread."""
+        self._last_status = self.clock()
+        if driver is None:
+            self.courier.start()
+        else:
+            self._driver = driver
+            self._notify = self.courier.notify = driver.wake
+            driver.add(self)
         self.link.start()
-        self._core = threading.Thread(target=self._run, name=f"core-{self.device_id}", daemon=True)
-        self._core.start()
+        if driver is None:
+            self._core = threading.Thread(target=self._run, name=f"core-{self.device_id}", daemon=True)
+            self._core.start()
 
     def stop(self) -> None:
         """Join the core first (it may be switching the link), then the link and courier; close the outbox last."""
@@ -173,6 +188,8 @@ class Terminal:
             return
         self._stop.set()
         self._events.put(REFRESH)
+        if self._driver is not None:
+            self._driver.remove(self)  # returns once the driver is not stepping this terminal
         if self._core is not None and self._core is not threading.current_thread():
             self._core.join()
         final = None if self.mode == "enrolling" else (self.topics.status, codec.encode(self._status("offline")))
@@ -180,29 +197,49 @@ class Terminal:
         self.courier.stop()
         self.outbox.close()
 
+    def _next_timeout(self) -> float:
+        deadline = self.state.deadline
+        return 1.0 if deadline is None else min(1.0, max(0.0, deadline - self.clock()))
+
     def _run(self) -> None:
         """The core loop: step the machine on each event, or on each deadline; publish a snapshot on change."""
-        last_status = self.clock()
         while not self._stop.is_set():
-            deadline = self.state.deadline
-            timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - self.clock()))
             try:
-                event = self._events.get(timeout=timeout)
+                event = self._events.get(timeout=self._next_timeout())
             except queue.Empty:
                 event = Tick()
+            self._cycle(event)
+
+    def pump(self) -> None:
+        """A driver's turn: step the core on everything queued (else on a Tick when its deadline or a
+        second has passed), then the courier."""
+        stepped = False
+        while not self._stop.is_set():
             try:
-                if isinstance(event, pairing.EVENTS):
-                    self._pairing_step(event)
-                elif event is not REFRESH:
-                    self.handle(event)
-                if self.enrolled:
-                    self._pairing_step(pairing.Tick(self.online, self.outbox.counts().pending))
-                if self.clock() - last_status >= STATUS_EVERY_S:
-                    last_status = self.clock()
-                    self.publish_status()
-                self._publish()
-            except Exception:  # noqa: BLE001 - the core must outlive one bad event
-                log.exception("core: failed on %r", event)
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            self._cycle(event)
+            stepped = True
+        if not stepped and not self._stop.is_set() and self.clock() >= self._wake_at:
+            self._cycle(Tick())
+        self.courier.pump()
+
+    def _cycle(self, event: Any) -> None:
+        try:
+            if isinstance(event, pairing.EVENTS):
+                self._pairing_step(event)
+            elif event is not REFRESH:
+                self.handle(event)
+            if self.enrolled:
+                self._pairing_step(pairing.Tick(self.online, self.outbox.counts().pending))
+            if self.clock() - self._last_status >= STATUS_EVERY_S:
+                self._last_status = self.clock()
+                self.publish_status()
+            self._publish()
+        except Exception:  # noqa: BLE001 - the core must outlive one bad event
+            log.exception("core: failed on %r", event)
+        self._wake_at = self.clock() + self._next_timeout()
 
     def handle(self, event: machine.Event) -> None:
         """Step once and carry out the effects (core thread).

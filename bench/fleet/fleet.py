@@ -84,8 +84,9 @@ class Fleet:
     def prefill(self, per_terminal: int) -> int:
         return sum(self.all("prefill", (per_terminal,), timeout=3600))
 
-    def start(self) -> None:
-        self.all("start")
+    def start(self, own_threads: bool = False) -> None:
+        """Connect every terminal; `own_threads`: each with its own core and courier threads, as on a board."""
+        self.all("start", (own_threads,))
 
     def online(self) -> int:
         return sum(self.all("online"))

@@ -1,6 +1,11 @@
 """One simulator process: many real terminals (`device.terminal.Terminal`: its outbox, courier, link and
 core, each on its own MQTT connection), driven by commands from the fleet (bench.fleet.fleet).
 
+Threads: each terminal keeps paho's network thread; its core and courier are stepped by one of the
+process's few `device.driver.Driver` threads (a terminal on its board runs both on threads of its own:
+three threads a terminal made 6,000 for 2,000 terminals, too many for 2 cores). `own_threads` keeps the
+board's layout, to compare.
+
 Observation seam (bench code only, no change to device/): each terminal's `outbox.add` and
 `outbox.delivered` are wrapped on the instance. `add` tells when a rating was committed (its id, and the
 press that made it); `delivered` is where the courier deletes receipted records — the receipt time.
@@ -18,6 +23,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from device.driver import Driver
 from device.machine import LevelPressed, Phase
 from device.outbox import Outbox
 from device.terminal import Terminal
@@ -28,6 +34,7 @@ from protocol.values import Channel, Level
 PRODUCTION = {"HCP_MQTT_RECONNECT_MIN_S": "1", "HCP_MQTT_RECONNECT_MAX_S": "60",
               "HCP_OUTBOX_RECEIPT_TIMEOUT_S": "30", "HCP_OUTBOX_RETRY_MAX_S": "600"}
 PRESS_DELAY_S = (0.5, 3.0)  # the citizen reads the screen, then presses
+DRIVERS = 4                 # driver threads per process: commits and deletions fsync, so a few run side by side
 
 
 def raise_nofile() -> int:
@@ -73,6 +80,7 @@ class Sim:
         self.pressed: dict[str, float] = {}         # id → press time, until its receipt
         self.latencies: list[tuple[float, float]] = []  # (wall time of the receipt, press→receipt ms)
         self.citizens = False
+        self.drivers: list[Driver] = []
         self._presses: list[tuple[float, int, Observed, str]] = []
         self._wake = threading.Condition()
         self._n = 0
@@ -150,14 +158,19 @@ class Sim:
         os.sync()
         return n * len(self.terms)
 
-    def start(self) -> float:
-        for ob in self.terms:
-            ob.term.start()
+    def start(self, own_threads: bool = False) -> float:
+        if not own_threads and not self.drivers:
+            self.drivers = [Driver(name=f"driver-{k}") for k in range(DRIVERS)]
+        for i, ob in enumerate(self.terms):
+            ob.term.start(None if own_threads else self.drivers[i % len(self.drivers)])
         return time.time()
 
     def stop(self) -> int:
         for ob in self.terms:
             ob.term.stop()
+        for d in self.drivers:
+            d.stop()
+        self.drivers = []
         return len(self.terms)
 
     def online(self) -> int:
