@@ -306,6 +306,52 @@ def customize(root: Path, *, repo: Path, log: Path, epoch: int) -> dict:
     return {"overlay_files": len(copied), "groups": groups, "enabled_units": [*ALWAYS_ENABLED, *units]}
 
 
+def check_update_keys(keys: list[Path]) -> list[str]:
+    """The names the keys get on the card; ValueError naming the file that is not an Ed25519 public key.
+
+    Each must be an Ed25519 public key in PEM (what `image-build/rating-bundle make-key` writes as STEM.pub);
+    a private key by mistake, an RSA key or an unreadable file stops the build before it starts."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    names: list[str] = []
+    for key in keys:
+        try:
+            text = key.read_bytes()
+        except OSError as e:
+            raise ValueError(f"{key}: cannot read the update key ({e.strerror})") from None
+        if b"PRIVATE KEY" in text:
+            raise ValueError(f"{key}: a private key — give the public one (.pub); the private key never goes on a card")
+        try:
+            public = serialization.load_pem_public_key(text)
+        except ValueError:
+            raise ValueError(f"{key}: not a public key in PEM") from None
+        if not isinstance(public, Ed25519PublicKey):
+            raise ValueError(f"{key}: not an Ed25519 key ({type(public).__name__.lstrip('_')})")
+        name = key.name if key.name.endswith(".pub") else key.name + ".pub"
+        if name in names:
+            raise ValueError(f"{key}: two keys named {name}")
+        names.append(name)
+    return names
+
+
+def install_update_keys(root: Path, keys: list[Path]) -> list[str]:
+    """The release keys the updater trusts, as `/etc/rating-terminal/update-keys/<name>.pub` (root's, 0644).
+    Keys already in the tree are replaced: the image trusts exactly the keys of this build."""
+    from rtimage.bundle import trusted_keys
+    names = check_update_keys(keys)
+    dest = root / "etc/rating-terminal/update-keys"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True, mode=0o755)
+    for key, name in zip(keys, names):
+        (dest / name).write_bytes(key.read_bytes())
+        os.chmod(dest / name, 0o644)
+    if names:
+        trusted_keys(dest)  # the updater's own loader accepts them
+    return names
+
+
 # --- the factory release --------------------------------------------------------------------------------
 
 def project_wheel(repo: Path, dest: Path, *, log: Path, epoch: int) -> Path:

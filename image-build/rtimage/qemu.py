@@ -185,7 +185,7 @@ class Guest:
                 "-kernel", str(self.kernel), "-initrd", str(self.initrd), "-append", self.cmdline,
                 "-drive", f"file={self.disk},format=raw,if=none,id=card,cache=writeback",
                 "-device", "virtio-blk-pci,drive=card",
-                "-netdev", net, "-device", "virtio-net-pci,netdev=n0",
+                "-netdev", net, "-device", "virtio-net-pci,netdev=n0,romfile=",  # no PXE ROM: the kernel is given
                 "-device", "virtio-gpu-pci", "-device", "virtio-tablet-pci", "-device", "virtio-keyboard-pci",
                 "-device", "virtio-balloon-pci,id=balloon0",
                 "-device", "virtio-rng-pci",
