@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from device import config, identity
 from device.config import ConfigError
@@ -21,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 2
     setup_logging(cfg)
-    dev = identity.device_id(cfg.device.id)
+    # a check writes nothing: the id it shows is the one kept in the data directory, if any
+    dev = identity.device_id(cfg.device.id, data_dir=None if args.check_config else Path(cfg.device.data_dir))
     if not hardware_ok(cfg):
         return 2
     if args.check_config:

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device import config, identity
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ui.present import PairingInfo
     pairing = PairingInfo(args.pairing_code, args.pairing_url) if args.pairing_code else None
-    return run_kiosk(cfg, identity.device_id(cfg.device.id), pairing=pairing)
+    return run_kiosk(cfg, identity.device_id(cfg.device.id, data_dir=Path(cfg.device.data_dir)), pairing=pairing)
 
 
 def _size(text: str) -> tuple[int, int]:
