@@ -47,6 +47,12 @@ from protocol.transport import backoff, no_delay
 log = logging.getLogger("ledger")
 
 BATCH = 1000
+# Device records held in memory for the writer. While the database is slow or locked the terminals go on
+# offering (new ratings, re-offers after their receipt timeout): an offer identical to one already held
+# is dropped (the held one gets the receipt), and past INTAKE_MAX new offers are dropped with a warning —
+# each is still in its terminal's outbox, which offers it again until a receipt comes. Memory stays bounded
+# however long the database is held; the center's own messages (cases, duty, catalog, bindings) always pass.
+INTAKE_MAX = 20_000
 BATCH_ATTEMPTS = 3  # a batch the database refuses (busy, I/O) is tried again before it is given up
 SUBACK_TIMEOUT_S = 10  # one broker: a SUBSCRIBE unanswered this long is fatal
 # A NATS node answers a SUBSCRIBE only once JetStream made (or failed, after 4 s each) the session's
@@ -64,7 +70,7 @@ class Ledger:
     def __init__(self, db: str | Path | Store | Record, host: str = "127.0.0.1", port: int = 1883,
                  center: str = "+", client_id: str = "center-ledger", username: str = "", password: str = "",
                  mqtt_version: str = "5", *, share: str = "", records: bool = True,
-                 brokers: list[tuple[str, int]] | None = None):
+                 brokers: list[tuple[str, int]] | None = None, intake_max: int = INTAKE_MAX):
         """`db`: a SQLite path or database URL (opened here), or the Store/Record of a larger service.
         `share`: subscribe the device records as `$share/<share>/…` (one of N workers); `records=False`:
         records come from elsewhere (`feed`, the JetStream consumer), MQTT only for state and receipts;
@@ -85,6 +91,10 @@ class Ledger:
         self.host, self.port = self.brokers[0]
         self.mqtt_version, self.share = mqtt_version, share
         self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self.intake_max = intake_max
+        self._held: set[tuple[str, bytes]] = set()   # device records queued or in the batch in hand
+        self._held_lock = threading.Lock()
+        self.dropped = {"same": 0, "full": 0}         # offers not queued (see INTAKE_MAX)
         self._stop = threading.Event()
         self._throttle = Throttle()
         self.fatal: str | None = None
@@ -110,7 +120,7 @@ class Ledger:
         c.on_connect = self._connected
         c.on_disconnect = self._disconnected
         c.on_subscribe = self._subacked
-        c.on_message = lambda cl, ud, m: self._q.put((m.topic, m.payload, None))
+        c.on_message = lambda cl, ud, m: self._offered(m.topic, m.payload)
         self.client = c
         self.subscribed = threading.Event()
         self._connected_at: float | None = None
@@ -166,6 +176,34 @@ class Ledger:
         """A record from another source than this MQTT session: stored with the next batch, receipted, and
         then `done()` is called (from the writer thread) — never when storing it failed."""
         self._q.put((topic, payload, done))
+
+    @property
+    def held(self) -> int:
+        """Device records in memory: queued for the writer or in its batch."""
+        return len(self._held)
+
+    def _offered(self, topic: str, payload: bytes) -> None:
+        """paho's network thread: queue a message for the writer (device records bounded: INTAKE_MAX)."""
+        if topic.endswith(("/rating", "/event")):
+            key = (topic, payload)
+            with self._held_lock:
+                if key in self._held:
+                    self.dropped["same"] += 1
+                    return
+                if len(self._held) >= self.intake_max:
+                    self.dropped["full"] += 1
+                    self._throttle("full", logging.WARNING, "%d device records wait for the database: new offers "
+                                   "are dropped (%d so far) and stay in the terminals' outboxes, offered again",
+                                   len(self._held), self.dropped["full"])
+                    return
+                self._held.add(key)
+        self._q.put((topic, payload, None))
+
+    def _release(self, batch: list[tuple[str, bytes, Callable[[], None] | None]]) -> None:
+        """The batch is stored (or given up): the same offer may be queued again."""
+        with self._held_lock:
+            for topic, payload, _ in batch:
+                self._held.discard((topic, payload))
 
     def __getattr__(self, name: str):  # stored, rejected, failed, flagged, bad_topic: the record's counters
         if name in ("stored", "rejected", "failed", "flagged", "bad_topic"):
@@ -267,19 +305,22 @@ class Ledger:
                         batch.append(self._q.get_nowait())
                     except queue.Empty:
                         break
-                for attempt in range(BATCH_ATTEMPTS):
-                    try:
-                        self._store(batch)
-                        break
-                    except exc.DBAPIError as e:
-                        if attempt + 1 == BATCH_ATTEMPTS:
-                            log.exception("could not store a batch of %d; no receipts sent, the terminals will "
-                                          "offer again", len(batch))
-                            # Retained bindings and cases come again with a new SUBSCRIBE.
-                            self.client.subscribe([(t, 1) for t in self.topics])
-                        else:
-                            log.warning("could not store a batch of %d (%s); trying again", len(batch), e)
-                            self._stop.wait(0.5)
+                try:
+                    for attempt in range(BATCH_ATTEMPTS):
+                        try:
+                            self._store(batch)
+                            break
+                        except exc.DBAPIError as e:
+                            if attempt + 1 == BATCH_ATTEMPTS:
+                                log.exception("could not store a batch of %d; no receipts sent, the terminals "
+                                              "will offer again", len(batch))
+                                # Retained bindings and cases come again with a new SUBSCRIBE.
+                                self.client.subscribe([(t, 1) for t in self.topics])
+                            else:
+                                log.warning("could not store a batch of %d (%s); trying again", len(batch), e)
+                                self._stop.wait(0.5)
+                finally:
+                    self._release(batch)
         except BaseException as e:  # noqa: BLE001 - a dead writer must stop the process, not idle silently
             self.fatal = f"the ledger-writer thread died: {e!r}"
             log.critical("%s", self.fatal, exc_info=True)

@@ -49,7 +49,8 @@ def test_the_same_rating_twice_is_one_row_and_two_receipts(ledger, center):
     center.case("SH77")
     r = rating()
     send(center, r)
-    send(center, r)
+    wait_for(lambda: len(receipts(center, "d1")) == 1, what="the first receipt")
+    send(center, r)   # a re-offer (its receipt was lost): one copy held at a time, see the intake tests below
     wait_for(lambda: len(receipts(center, "d1")) == 2, what="two receipts")
     assert [i["status"] for i in receipts(center, "d1")] == ["stored", "duplicate"]
     assert query(ledger.db_path, "SELECT id, first FROM ratings") == [(r["id"], 1)]
@@ -416,3 +417,64 @@ def test_the_ledger_speaks_mqtt_3_1_1_with_a_persistent_session(broker, center, 
         led.stop()
     with pytest.raises(ValueError):
         Ledger(tmp_path / "x.db", mqtt_version="4")
+
+
+def _hold_the_database(ledger, monkeypatch):
+    """Hold SQLite's write lock and wait until the writer is inside a batch (blocked on it)."""
+    lock = sqlite3.connect(ledger.db_path, isolation_level=None, timeout=0)
+    lock.execute("BEGIN IMMEDIATE")
+    writing = threading.Event()
+    ingest = ledger.record.ingest
+    monkeypatch.setattr(ledger.record, "ingest", lambda batch: (writing.set(), ingest(batch))[1])
+    return lock, writing
+
+
+def test_re_offers_while_the_database_is_held_are_held_once(ledger, center, monkeypatch):
+    """A slow database: terminals re-offer what got no receipt. The ledger keeps one copy of each offer,
+    so its memory does not grow with the re-offers; every rating is stored once when the lock goes."""
+    center.case("SH77")
+    wait_for(lambda: query(ledger.db_path, "SELECT 1 FROM cases WHERE case_id='SH77'"), what="the case stored")
+    lock, writing = _hold_the_database(ledger, monkeypatch)
+    first = rating(device="d9")
+    send(center, first, device="d9")
+    wait_for(writing.is_set, what="the writer blocked on the lock")
+    offers = [rating(device="d1", seq=k + 1) for k in range(10)]
+    for _ in range(20):   # twenty re-offers of the same ten records
+        for r in offers:
+            send(center, r)
+    wait_for(lambda: ledger.dropped["same"] == 190, what="190 identical offers dropped")
+    assert ledger.held == 11, "the record in hand and the ten, once each"
+    lock.execute("ROLLBACK")
+    lock.close()
+    wait_for(lambda: len(receipts(center, "d1")) == 10, what="ten receipts")
+    assert {i["status"] for i in receipts(center, "d1")} == {"stored"}
+    assert query(ledger.db_path, "SELECT count(*), count(DISTINCT id) FROM ratings") == [(11, 11)]
+    wait_for(lambda: ledger.held == 0, what="nothing held after the commit")
+    send(center, offers[0])   # offered again after its receipt: queued, and answered as a duplicate
+    wait_for(lambda: len(receipts(center, "d1")) == 11, what="the duplicate's receipt")
+    assert receipts(center, "d1")[-1]["status"] == "duplicate"
+
+
+def test_past_the_intake_limit_offers_are_dropped_loudly_and_stored_when_offered_again(broker, center, tmp_path,
+                                                                                      monkeypatch, caplog):
+    led = Ledger(tmp_path / "ledger.db", port=broker.port, intake_max=5).start()
+    try:
+        lock, writing = _hold_the_database(led, monkeypatch)
+        send(center, rating(device="d9", case=None), device="d9")
+        wait_for(writing.is_set, what="the writer blocked on the lock")
+        offers = [rating(case=None, seq=k + 1) for k in range(8)]
+        for r in offers:
+            send(center, r)
+        wait_for(lambda: led.dropped["full"] == 4, what="4 offers dropped: 1 in hand + 4 queued = 5")
+        assert led.held == 5
+        assert "new offers are dropped" in caplog.text and "offered again" in caplog.text
+        lock.execute("ROLLBACK")
+        lock.close()
+        wait_for(lambda: len(receipts(center, "d1")) == 4, what="receipts for the 4 held")
+        for r in offers:   # the terminal re-offers whatever got no receipt: all 8 end up stored once
+            send(center, r)
+        wait_for(lambda: len(receipts(center, "d1")) == 12, what="every offer answered")
+        stored = {r[0] for r in query(led.db_path, "SELECT id FROM ratings WHERE device = 'd1'")}
+        assert stored == {r["id"] for r in offers}
+    finally:
+        led.stop()
