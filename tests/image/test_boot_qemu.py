@@ -199,8 +199,10 @@ def test_image_boots_enrols_and_keeps_a_rating_across_a_hard_kill(site, tmp_path
         guest.wait_for(r"disconnected from", 60, since_start=True)
         x, y = LEVEL_1_AT
         guest.tap(int(x * w), int(y * h), w, h)
-        time.sleep(8)
+        time.sleep(2)   # within thanks_s (5 s): the thank-you screen, shown only after the commit
         guest.screendump(shots / "4-thanks.png")
+        time.sleep(6)
+        guest.screendump(shots / "4b-offline-pending.png")
         assert not query(site["ledger"].db_path, "SELECT case_id FROM ratings"), "delivered though the broker was cut"
         guest.kill()  # a power cut: no shutdown, nothing flushed by the guest
         guest = None
