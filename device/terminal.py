@@ -286,7 +286,10 @@ class Terminal:
         snap = self._snapshot()
         if snap == self.snapshot:
             return
+        drained = snap.pending == 0 < self.snapshot.pending
         self.snapshot = snap
+        if drained and snap.online and self.mode != "enrolling":
+            self.publish_status()  # the center's fleet view sees an emptied outbox now, not at the next status
         for fn in self._watchers:
             try:
                 fn(snap)

@@ -58,6 +58,7 @@ def test_ledger_down_means_no_receipt_and_the_terminal_offers_again(broker, ledg
     try:
         rate_cases(t, 20, "NOREC")
         wait_for(lambda: len({m["id"] for m in center.messages_on("rating")}) == 20, what="20 ratings offered")
+        offered_at = max(m["ts"] for m in center.messages_on("rating"))
         wait_for(lambda: answered(t) == 20, what="20 PUBACKs")
         assert t.outbox.counts().pending == 20, "a PUBACK is not a receipt: the records must stay in the outbox"
         # A new ledger with a new session: only the terminal's re-offers can bring it the records.
@@ -69,6 +70,10 @@ def test_ledger_down_means_no_receipt_and_the_terminal_offers_again(broker, ledg
             assert all(n >= 2 for n, _ in offers.values()), f"not offered again after the receipt timeout: {offers}"
             wait_for(lambda: t.outbox.counts().pending == 0, what="receipts from the new ledger")
             assert query(led.db_path, "SELECT count(*) FROM ratings") == [(20,)]
+            # the retained status says so at once (not at the next 5-minute status): the center's fleet view
+            wait_for(lambda: [m for m in center.messages_on("status")
+                              if m["state"] == "online" and m["outbox"]["pending"] == 0
+                              and m["ts"] > offered_at], what="a status with the outbox emptied")
         finally:
             led.stop()
     finally:
