@@ -159,15 +159,19 @@ NOTES = """
 
 - Every simulated terminal is the real `device.terminal.Terminal` — its SQLite outbox (WAL,
   `synchronous=FULL`), its courier, its MQTT link (paho-mqtt, its own connection and client id, persistent
-  session, last will) and its core thread with the state machine — with production timings (reconnect
-  1–60 s, receipt timeout 30 s, re-offer backoff up to 600 s), one window each. Nothing is re-implemented.
+  session, last will, paho's network thread) and its core with the state machine — with production timings
+  (reconnect 1–60 s, receipt timeout 30 s, re-offer backoff up to 600 s), one window each. Nothing is
+  re-implemented. On a board the core and the courier run on threads of their own; here each process's
+  terminals are stepped by 4 `device.driver.Driver` threads (`Terminal.start(driver)`: the same `Terminal`
+  and `Courier` code, `pump()`ed when an input is queued or a deadline passes), because three threads a
+  terminal are 6,000 threads for 2,000 terminals (see the last section).
 - A case feed (one MQTT connection) opens a case at each window every 2–5 minutes (retained case topic,
   as the center service publishes it) and closes it later; a simulated citizen presses a level 0.5–3 s
   after the case shows, through the terminal's port (`submit(LevelPressed)`), so the rating is committed
   by the core exactly as a tap is.
 - Press → receipt: the press time is taken when the citizen presses; the receipt time when the courier
   deletes the receipted record. The seam is bench code only (`bench/fleet/sim.py` wraps the outbox's
-  `add` and `delivered` on each instance); device/ is unchanged.
+  `add` and `delivered` on each instance).
 - The backlog of the storm, kill and slow scenarios is written into each outbox before the terminal
   starts, through the outbox's own `add`, with `synchronous=OFF` for the fill only (then `os.sync()`):
   200,000 fsyncs would take minutes of setup and measure nothing.
@@ -190,29 +194,29 @@ NOTES = """
 
 ## How many terminals fit, and what limits them
 
-- **Descriptors per process, not memory, set the shape**: paho-mqtt's network loop uses `select()`,
-  which cannot watch a file descriptor numbered 1,024 or above. A terminal holds about 8 (its socket and
-  paho's wake-up pair, two SQLite connections with their WAL files): a process hosting more than ~120
-  terminals fails to connect new ones ("filedescriptor out of range in select()"). The simulator runs 100
-  per process ({procs} processes for {per}; {fds} descriptors, {threads} threads in all). The file
-  descriptor limit is raised to the hard limit for the broker.
-- **Memory**: {rss} MB per terminal (resident, including each process's interpreter) — 2,000 terminals
-  fit in a few GB.
-- **CPU**: idle, the fleet's processes use {idle} cores (each terminal's core, courier and network threads
-  wake once a second); at the steady rate {busy} cores. The 2 cores are shared with the broker, the
-  ledger and PostgreSQL: under a storm, CPU is the limit, and a starved terminal process can miss its
-  MQTT keepalive (the broker then drops it; it reconnects and re-offers — slower, nothing lost).
-- **Threads are what stops 2,000 here.** Each real terminal runs three threads (core, courier, paho's
-  network loop), each waking at least once a second: 2,000 terminals are 6,000 threads in 20 processes.
-  Seen during development (2026-12-01, the machine shared with other jobs, load average ~800): one
-  process did not finish starting its 100 terminals within 600 s — every thread start waits for the GIL
-  behind ~300 runnable threads — and terminals already running missed keepalives and were dropped. 1,000
-  terminals in 10 processes started in 2 s and idled at 0.34 cores when the machine was quieter (started
-  and idle only: no scenario has been run at 1,000). A later 2,000-terminal run, with fewer other jobs, had
-  not finished its steady state after 24 minutes (load average ~1,400) and was stopped. So on this 2-core
-  machine, with the center tier on the same cores, 2,000 real Terminals do not fit; the simulator needs
-  lighter terminals (the real outbox, courier and link without a core thread each) or more cores (a real center's terminals bring their own CPUs: the
-  center tier's share — broker, ledger, PostgreSQL — is what the storm and slow figures measure).
+- **2,000 fit** (2026-12-01 run, full mode): 20 processes of 100 terminals, each terminal with its own
+  MQTT connection, outbox and paho network thread, their cores and couriers stepped by 4
+  `device.driver.Driver` threads a process ({threads} threads in all, {fds} descriptors, {rss} MB
+  resident per terminal). Idle, the fleet's processes use {idle} cores; at the steady rate {busy}.
+  Before the drivers, each terminal ran three threads of its own (6,000 for 2,000): a 2,000-terminal run
+  had not finished its steady state after 24 minutes (load average ~1,400) and was stopped.
+- **Descriptors per process set the shape**: paho-mqtt's network loop uses `select()`, which cannot watch
+  a descriptor numbered 1,024 or above; a terminal holds about 8 (socket, wake-up pair, SQLite files),
+  so a process hosts at most ~120. The simulator runs 100 ({procs} processes for {per}).
+- **Starting 2,000 at once loads the machine** (load average ~120 for about a minute): some terminals miss
+  their keepalive and are dropped by the broker (Mosquitto logs a few of these as "disconnected due to out
+  of memory", a misleading message for a client gone before its PUBACK: eclipse-mosquitto#3253); they
+  reconnect and re-offer — nothing lost.
+- **The storm is limited by re-offers, not by the center's speed.** With 2,000 × 100 records every
+  terminal offers its whole backlog at once (`outbox.window` 1,000 ≥ 100), 200,000 records in flight. The
+  ledger (2 workers, sharing the 2 cores with 2,000 simulated terminals) stores far fewer than that within
+  the 30 s receipt timeout, so every terminal re-offers what has no receipt yet, again after each backoff:
+  the duplicates multiply the work and almost nothing drains for minutes (the storm plot), until the
+  backoff (up to `outbox.retry_max_s`, 600 s) spaces the re-offers out. (This is a reading of the plot and
+  the timers, not traced message by message.) Every rating still arrives once in the record. A courier that keeps a small window while it drains a backlog, and does not re-offer
+  while receipts for its other records are still arriving, would avoid the collapse; not built yet.
+- The 2 cores are shared: under the storm the simulated terminals, not the ledger, used most of the CPU
+  (20 processes at ~9 % each). A real center's terminals bring their own CPUs.
 """
 
 
