@@ -216,7 +216,8 @@ NOTES = """
   the timers, not traced message by message.) Every rating still arrives once in the record. A courier that keeps a small window while it drains a backlog, and does not re-offer
   while receipts for its other records are still arriving, would avoid the collapse; not built yet.
 - The 2 cores are shared: under the storm the simulated terminals, not the ledger, used most of the CPU
-  (20 processes at ~9 % each). A real center's terminals bring their own CPUs.
+  (20 processes at ~9 % each on average since their start, `ps` 11 minutes into the storm; no ledger
+  worker among the top 8). A real center's terminals bring their own CPUs.
 """
 
 
