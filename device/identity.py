@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -49,25 +48,14 @@ def device_id(configured: str = "", root: Path = Path("/"), data_dir: Path | Non
 
 
 def _keep(data_dir: Path, made: str) -> None:
-    """Write the id durably (temp file, fsync, rename, directory fsync); a failure is logged, not fatal:
-    the terminal still runs, with an id that may change at the next boot."""
-    path, tmp = data_dir / KEPT, data_dir / f".{KEPT}.tmp"
+    """Write the id durably; a failure is logged, not fatal: the terminal still runs, with an id that may
+    change at the next boot."""
+    from device.enrolment import write_private
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, (made + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(data_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_private(data_dir / KEPT, (made + "\n").encode())
     except OSError as e:
-        log.warning("cannot keep the device id in %s (%s): it may change at the next boot", path, e)
+        log.warning("cannot keep the device id in %s (%s): it may change at the next boot", data_dir / KEPT, e)
 
 
 def _read(path: Path) -> str:

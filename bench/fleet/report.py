@@ -214,7 +214,7 @@ NOTES = """
   the duplicates multiply the work and almost nothing drains for minutes (the storm plot), until the
   backoff (up to `outbox.retry_max_s`, 600 s) spaces the re-offers out. (This is a reading of the plot and
   the timers, not traced message by message.) Every rating still arrives once in the record. A courier that keeps a small window while it drains a backlog, and does not re-offer
-  while receipts for its other records are still arriving, would avoid the collapse; not built yet.
+  while receipts for its other records are still arriving, should avoid the collapse: not built, not measured.
 - The 2 cores are shared: under the storm the simulated terminals, not the ledger, used most of the CPU
   (20 processes at ~9 % each on average since their start, `ps` 11 minutes into the storm; no ledger
   worker among the top 8). A real center's terminals bring their own CPUs.

@@ -338,7 +338,6 @@ def check_update_keys(keys: list[Path]) -> list[str]:
 def install_update_keys(root: Path, keys: list[Path]) -> list[str]:
     """The release keys the updater trusts, as `/etc/rating-terminal/update-keys/<name>.pub` (root's, 0644).
     Keys already in the tree are replaced: the image trusts exactly the keys of this build."""
-    from rtimage.bundle import trusted_keys
     names = check_update_keys(keys)
     dest = root / "etc/rating-terminal/update-keys"
     if dest.exists():
@@ -347,8 +346,6 @@ def install_update_keys(root: Path, keys: list[Path]) -> list[str]:
     for key, name in zip(keys, names):
         (dest / name).write_bytes(key.read_bytes())
         os.chmod(dest / name, 0o644)
-    if names:
-        trusted_keys(dest)  # the updater's own loader accepts them
     return names
 
 
