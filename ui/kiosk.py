@@ -206,8 +206,10 @@ class Kiosk:
     def __init__(self, terminal: TerminalPort, *, pairing: PairingInfo | None = None,
                  hooks: MaintenanceHooks | None = None,
                  voice: Voice | None = None, photo_dir: str | Path | None = None,
-                 network: Callable[[], list[str]] = netinfo.summary):
+                 network: Callable[[], list[str]] = netinfo.summary,
+                 clock: Callable[[], float] = time.monotonic):
         self.terminal = terminal
+        self.clock = clock  # for the double-tap guard
         self.device_id = terminal.device_id
         self.snap: Snapshot = terminal.snapshot  # what is rendered: state and everything beside it, one moment
         self.pairing = pairing  # shown instead of the core's pairing while set (demos, screenshots)
@@ -390,7 +392,7 @@ class Kiosk:
         widget.update(state)
         if entering:
             self.stage.show(widget)
-            self.screen_since = time.monotonic()
+            self.screen_since = self.clock()
             self.shown, self.shown_widget = name, widget
             self._activity()
             prompt = PROMPTS.get(name)
@@ -452,7 +454,7 @@ class Kiosk:
         if self.maintenance.screen is not None:
             self.maintenance.touched()
         guard = self.ui.touch_guard_ms / 1000
-        if guard and time.monotonic() - self.screen_since < guard:
+        if guard and self.clock() - self.screen_since < guard:
             return True  # swallowed: the finger was still on the previous screen
         if self.shown in GESTURE_SCREENS and self._in_corner(touch):
             self.maintenance.corner_tap()

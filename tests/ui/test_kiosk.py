@@ -464,15 +464,20 @@ def test_exception_guard_keeps_the_loop_going_but_gives_up_on_a_storm(open_kiosk
 
 def test_double_tap_guard_swallows_the_second_finger_on_the_next_screen(open_kiosk, center):
     d = open_kiosk(HCP_UI_TOUCH_GUARD_MS="400")
+    now = [1000.0]  # the guard's clock moves only when the test says (a slow machine cannot age a touch)
+    d.k.clock = lambda: now[0]
     ready(d, center)
     s = open_case(d, center, "SH7002")
-    time.sleep(0.45)
+    d.tap(level_button(s, Level.DISSATISFIED))
+    d.frames(3)
+    assert d.t.state.phase == Phase.CASE  # too soon after the case screen came: swallowed
+    now[0] += 0.45
     d.tap(level_button(s, Level.DISSATISFIED))
     r = d.on(Screen.REASONS)
     d.tap(r.toggles["501"])  # same instant as the screen change: a double tap, ignored
     d.frames(3)
     assert not d.t.state.selected
-    time.sleep(0.45)
+    now[0] += 0.45
     d.tap(r.toggles["501"])
     d.until(lambda: d.t.state.selected == {"501"}, what="deliberate tap accepted")
 
