@@ -1,15 +1,21 @@
 """The courier: moves records from the outbox to the broker until each one has its receipt.
 
 One thread owns all delivery state. New records go first (a backlog never holds up today's
-ratings), then the backlog in sequence order, at most `window` awaiting receipts at once. A record
-without a receipt is offered again with jittered exponential backoff; duplicates on the wire are
-expected and the ledger keeps one row per id. A PUBACK reason code ≥ 0x80 or a "rejected" receipt
+ratings), then the backlog in sequence order. The backlog is paced by the receipts: at most as many
+records await receipts as arrive in `window_target_s` at the measured rate (at least `WINDOW_MIN`, at
+most `window`), so a thousand terminals draining at once do not flood a center that can store only so
+many a second (issue 14's morning storm). A record without a receipt after `receipt_timeout_s` is
+offered again, with jittered exponential backoff — unless receipts are still arriving for records sent
+before it and none sent well after it has been answered: then it is only queued behind them (a busy
+center, not a lost record), up to `STALL_LIMIT` timeouts. Duplicates on the wire are expected and the
+ledger keeps one row per id. A PUBACK reason code ≥ 0x80 or a "rejected" receipt
 moves the record to quarantine with an alarm — it is never deleted. A record offered
 `outbox.alarm_after_offers` times without any answer raises `no_receipt` and stays in the outbox (under
 MQTT 3.1.1 that is how a broker's refusal shows: the broker acknowledges and drops the message).
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import queue
@@ -26,6 +32,11 @@ from protocol.transport import backoff
 log = logging.getLogger(__name__)
 RECENT_RECEIPTS = 20_000
 BACKLOG_READ = 500  # records read from the outbox at a time while draining a backlog
+WINDOW_MIN = 8      # backlog records in flight however slowly receipts come
+RATE_EVERY_S = 1.0  # the receipt rate is measured over this, smoothed:
+RATE_WEIGHT = 0.3   # the weight of each new second
+STALL_LIMIT = 4     # a record waiting behind a moving queue is offered again after this × receipt_timeout_s
+PASS_STEP_S = 0.5   # how finely the courier remembers which sending time got receipts when
 
 
 @dataclass
@@ -36,6 +47,7 @@ class Flight:
     offers: int = 0        # times paho took it (attempts while paho would not take it do not count)
     acked: bool = False
     next_offer: float = 0.0
+    sent_at: float = 0.0   # the last offer
 
 
 class Courier:
@@ -61,6 +73,11 @@ class Courier:
         self._cursor = 0          # highest sequence read from the outbox by the backlog scan
         self._backlog: deque[Record] = deque()  # read ahead, not yet offered
         self._online = False
+        self.rate = 0.0           # receipts a second, smoothed (paces the backlog)
+        self._rate_n, self._rate_t = 0, clock()
+        self._receipt_at = -1e18  # when the last receipt came
+        # (when, latest `sent_at` receipted by then), appended as that latest rises: what passed what
+        self._passes: list[tuple[float, float]] = []
         self._thread = threading.Thread(target=self._run, name="courier", daemon=True)
         self.notify: Callable[[], None] = lambda: None  # told of every queued input (set by a `Driver`)
         self._wake_at = 0.0                             # when `pump` next cycles without new input
@@ -191,6 +208,8 @@ class Courier:
                 continue  # a second receipt for a record already gone (it was offered twice)
             flight = self._flights.get(rid)
             seq = flight.record.seq if flight else None
+            if flight is not None and (not self._passes or flight.sent_at > self._passes[-1][1] + PASS_STEP_S):
+                self._passed(flight.sent_at)
             self._answered(rid)
             if i["status"] == "rejected":
                 self._forget(rid)
@@ -199,6 +218,8 @@ class Courier:
             else:
                 done.append((rid, seq))
         if done:
+            self._receipt_at = self._clock()
+            self._rate_n += len(done)
             self._deliver(done)
 
     def _deliver(self, done: list[tuple[str, int | None]]) -> None:
@@ -241,17 +262,25 @@ class Courier:
         paho scans everything it holds on every PUBACK, so feeding it more only costs CPU.
         """
         now = self._clock()
-        while self._timers and self._timers[0][0] <= now:    # re-offers that are due (rare; never held back)
+        while self._timers and self._timers[0][0] <= now:    # re-offers that are due (never held back)
             when, _, rid = heapq.heappop(self._timers)
             f = self._flights.get(rid)
             if f is not None and f.next_offer == when and rid not in self._undeleted:  # else receipted,
                 # rescheduled since, or receipted and waiting for its deletion to commit
-                self._send(f, now)
+                if self._queued_behind(f, now):
+                    f.next_offer = min(now + self.cfg.receipt_timeout_s,
+                                       f.sent_at + STALL_LIMIT * self.cfg.receipt_timeout_s)
+                    heapq.heappush(self._timers, (f.next_offer, f.record.seq, rid))
+                else:
+                    self._send(f, now)
         while self._fresh and len(self._mids) < self.max_unacked:  # today's ratings before the backlog
             rec = self._fresh.pop(0)
             if rec.id not in self._flights:
                 self._send(Flight(rec), now)
-        room = min(self.cfg.window - len(self._flights), self.max_unacked - len(self._mids))
+        window = self.window(now)
+        room = min(window - len(self._flights), self.max_unacked - len(self._mids))
+        if room < window // 2:
+            room = 0  # the backlog goes in bunches: a terminal's records share the ledger's batches and receipts
         while room > 0 and not self._fresh:                  # then the backlog, in order
             if not self._backlog:
                 self._backlog.extend(self.outbox.due(BACKLOG_READ, after=self._cursor))
@@ -270,8 +299,37 @@ class Courier:
             self._alarm("no_receipt", f"{len(self._overdue)} record(s) offered {self.cfg.alarm_after_offers} "
                         f"times without a receipt, e.g. {first}; kept in the outbox")
 
+    def window(self, now: float) -> int:
+        """Backlog records allowed in flight now: the receipts of `window_target_s` at the measured rate."""
+        if now - self._rate_t >= RATE_EVERY_S:
+            measured = self._rate_n / (now - self._rate_t)
+            self.rate += RATE_WEIGHT * (measured - self.rate)  # the same both ways: receipts come in bursts
+            self._rate_n, self._rate_t = 0, now
+        return min(self.cfg.window, max(WINDOW_MIN, int(self.rate * self.cfg.window_target_s)))
+
+    def _queued_behind(self, f: Flight, now: float) -> bool:
+        """Is `f`, due for a re-offer, more likely waiting in a busy center's queue than lost?
+
+        Yes if the broker took it, while receipts keep coming (one within the receipt timeout), and `f`
+        has waited less than `STALL_LIMIT` timeouts — unless a record sent after `f` got its receipt a
+        third of the timeout ago or earlier: queues are first in, first out, so `f` was passed over
+        (dropped by a broker or a full ledger). The third allows for N ledger workers' queues.
+        """
+        t = self.cfg.receipt_timeout_s
+        i = bisect.bisect_right(self._passes, f.sent_at, key=lambda p: p[1])
+        passed = i < len(self._passes) and now - self._passes[i][0] >= t / 3
+        return (f.mid is not None and not passed and now - self._receipt_at < t
+                and now - f.sent_at < STALL_LIMIT * t)
+
+    def _passed(self, sent_at: float) -> None:
+        """A record sent at `sent_at`, later than any receipted before, got its receipt now."""
+        now = self._clock()
+        self._passes.append((now, sent_at))  # (at most STALL_LIMIT × receipt_timeout_s / PASS_STEP_S kept)
+        del self._passes[:bisect.bisect_left(self._passes, (now - STALL_LIMIT * self.cfg.receipt_timeout_s,))]
+
     def _send(self, f: Flight, now: float) -> None:
         mid = self._publish(f.record)
+        f.sent_at = now
         if f.mid is not None:
             self._mids.pop(f.mid, None)
         f.mid, f.acked = mid, False

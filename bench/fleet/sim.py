@@ -13,6 +13,7 @@ A simulated citizen presses a level a moment after a case shows on the screen, a
 """
 from __future__ import annotations
 
+import gc
 import heapq
 import logging
 import os
@@ -56,14 +57,18 @@ class Observed:
         add, delivered = ob.add, ob.delivered
 
         def observed_add(leaf, build, case_id=None):
+            t0 = time.monotonic()
             rec = add(leaf, build, case_id)
+            slow("outbox add (its fsync)", t0)
             if leaf == "rating":
                 sink.committed(rec.id, self.presses.popleft() if self.presses else None)
             return rec
 
         def observed_delivered(keys):
             keys = list(keys)
+            t0 = time.monotonic()
             n = delivered(keys)  # raises if the deletion did not commit: then nothing is receipted yet
+            slow("outbox delivered", t0)
             sink.receipted([rid for rid, _ in keys], time.monotonic())
             return n
 
@@ -208,11 +213,34 @@ class Sim:
                 "cpu_s": sum(os.times()[:2])}
 
 
+SLOW_S = 0.2  # stalls this long are logged (what a latency spike in the steady run can be traced to)
+
+
+def slow(what: str, t0: float) -> None:
+    took = time.monotonic() - t0
+    if took >= SLOW_S:
+        logging.warning("slow: %s took %.0f ms", what, took * 1000)
+
+
+def watch_gc() -> None:
+    """Log garbage-collector passes that stop this process's threads for SLOW_S or longer."""
+    started = [0.0]
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.monotonic()
+        else:
+            slow(f"gc generation {info['generation']}", started[0])
+
+    gc.callbacks.append(callback)
+
+
 def serve(conn, log_path: str) -> None:
     """The process's command loop: (name, args) in, ("ok", value) or ("error", text) out."""
     raise_nofile()
     logging.basicConfig(filename=log_path, level=logging.WARNING,
                         format="%(asctime)s %(threadName)s %(name)s %(levelname)s: %(message)s")
+    watch_gc()
     sim = Sim()
     commands = {"create": sim.create, "prefill": sim.prefill, "start": sim.start, "stop": sim.stop,
                 "online": sim.online, "pending": sim.pending, "counts": sim.counts, "citizens": sim.set_citizens,
