@@ -535,8 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     ledger.stop()  # the batch in hand is committed, receipted and its acknowledgements handed to the feed
     if feed is not None:
         feed.stop()  # drains its connection: those acknowledgements reach NATS (the rest comes again)
-    log.info("stored %d ratings, rejected %d, failed %d, flagged %d, bad topics %d", ledger.stored, ledger.rejected,
-             ledger.failed, ledger.flagged, ledger.bad_topic)
+    log.info("stored %d ratings, rejected %d, failed %d, flagged %d, bad topics %d; offers dropped while busy: "
+             "%d already held, %d past the intake limit", ledger.stored, ledger.rejected, ledger.failed,
+             ledger.flagged, ledger.bad_topic, ledger.dropped["same"], ledger.dropped["full"])
     return 1 if problem else 0
 
 

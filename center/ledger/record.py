@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, bindparam, exc, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, exc, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from center import followup
@@ -46,6 +46,26 @@ RECORD_ERRORS = (exc.IntegrityError, exc.DataError, exc.ProgrammingError, exc.In
 
 # The hot path's statements, built once (SQLAlchemy then reuses their compiled form on every call).
 _P = bindparam
+# N ledger workers (and the center service) all write what the center published: every worker gets every
+# case, duty, catalog and binding message, in the same order but in batches cut differently, among ratings
+# of its own. Their transactions would lock the same rows (a staff member's, a window's) in different
+# orders and deadlock — PostgreSQL notices only after `deadlock_timeout` (1 s), a stall for each batch. A
+# transaction that writes published state first takes this advisory lock, so such transactions take turns.
+STATE_LOCK = 0x48435032  # "HCP2"
+
+
+def state_lock(conn: Connection) -> None:
+    """Take the published-state lock until the transaction ends (PostgreSQL; SQLite has one writer)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": STATE_LOCK})
+
+
+def is_state(topic: str) -> bool:
+    """A message every worker applies (what the center published, a binding), not a device's record."""
+    where = parse_device_topic(topic)
+    return where is None or where[2] == "binding"
+
+
 RATING_EXISTS = select(ratings.c.id).where(ratings.c.id == _P("id"))
 CASE_RATED = select(ratings.c.id).where(and_(ratings.c.center == _P("center"), ratings.c.case_id == _P("case"),
                                              ratings.c.first == 1))
@@ -151,6 +171,8 @@ class Record:
         self._batch.owed = owed_all = []
         try:
             with self.store.write() as conn:
+                if any(is_state(topic) for topic, _ in batch):
+                    state_lock(conn)  # first, before any row is locked
                 for topic, payload in batch:
                     sp = conn.begin_nested() if savepoints else None
                     owed = len(owed_all)
@@ -382,6 +404,7 @@ class Record:
     def apply_published(self, conn: Connection, topic: str, payload: bytes, now: float) -> None:
         """What the center published on a window's case/duty or the catalog topic, kept (also called by the
         case feed in the transaction that owes the message, so the phone pages know the case at once)."""
+        state_lock(conn)  # (a ledger batch took it first already: it is re-entrant)
         m = WINDOW_TOPIC.fullmatch(topic)
         if m and m.group(3) == "case":
             self._case(conn, m.group(1), m.group(2), payload, now)
