@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 RECENT_RECEIPTS = 20_000
 BACKLOG_READ = 500  # records read from the outbox at a time while draining a backlog
 WINDOW_MIN = 8      # backlog records in flight however slowly receipts come
-RATE_EVERY_S = 1.0  # the receipt rate is measured over this, smoothed:
-RATE_WEIGHT = 0.3   # the weight of each new second
+RATE_EVERY_S = 0.25  # the receipt rate is measured over this, smoothed:
+RATE_WEIGHT = 0.3    # the weight of each new measurement
 STALL_LIMIT = 4     # a record waiting behind a moving queue is offered again after this × receipt_timeout_s
 PASS_STEP_S = 0.5   # how finely the courier remembers which sending time got receipts when
 
@@ -278,9 +278,10 @@ class Courier:
             if rec.id not in self._flights:
                 self._send(Flight(rec), now)
         window = self.window(now)
-        room = min(window - len(self._flights), self.max_unacked - len(self._mids))
+        room = window - len(self._flights)
         if room < window // 2:
             room = 0  # the backlog goes in bunches: a terminal's records share the ledger's batches and receipts
+        room = min(room, self.max_unacked - len(self._mids))
         while room > 0 and not self._fresh:                  # then the backlog, in order
             if not self._backlog:
                 self._backlog.extend(self.outbox.due(BACKLOG_READ, after=self._cursor))
