@@ -31,12 +31,13 @@ from protocol.transport import backoff
 
 log = logging.getLogger(__name__)
 RECENT_RECEIPTS = 20_000
-BACKLOG_READ = 500  # records read from the outbox at a time while draining a backlog
-WINDOW_MIN = 8      # backlog records in flight however slowly receipts come
+BACKLOG_READ = 500    # records read from the outbox at a time while draining a backlog
+WINDOW_MIN = 8        # backlog records in flight however slowly receipts come
 RATE_EVERY_S = 0.25  # the receipt rate is measured over this, smoothed:
-RATE_WEIGHT = 0.3    # the weight of each new measurement
-STALL_LIMIT = 4     # a record waiting behind a moving queue is offered again after this × receipt_timeout_s
-PASS_STEP_S = 0.5   # how finely the courier remembers which sending time got receipts when
+RATE_WEIGHT = 0.3     # the weight of each new measurement
+FAILED_PAUSE_S = 0.5  # after a cycle failed (say the outbox is unavailable), before the next
+STALL_LIMIT = 4       # a record waiting behind a moving queue is offered again after this × receipt_timeout_s
+PASS_STEP_S = 0.5     # how finely the courier remembers which sending time got receipts when
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Courier:
         self._thread = threading.Thread(target=self._run, name="courier", daemon=True)
         self.notify: Callable[[], None] = lambda: None  # told of every queued input (set by a `Driver`)
         self._wake_at = 0.0                             # when `pump` next cycles without new input
+        self._paused_until = 0.0                        # `pump` waits after a failed cycle
 
     # ---- called from other threads --------------------------------------------------------------
 
@@ -127,7 +129,8 @@ class Courier:
 
     def pump(self) -> None:
         """One cycle without waiting, if anything is queued or due (a driver hosting many couriers)."""
-        if not self._inbox.empty() or self._clock() >= self._wake_at:
+        now = self._clock()
+        if now >= self._paused_until and (not self._inbox.empty() or now >= self._wake_at):
             self._cycle(0)
 
     def _cycle(self, timeout: float) -> bool:
@@ -153,7 +156,10 @@ class Courier:
                 self._offer()
         except Exception:  # noqa: BLE001 - the courier must outlive any single failure
             log.exception("courier cycle failed; retrying")
-            time.sleep(0.5)
+            if threading.current_thread() is self._thread:
+                time.sleep(FAILED_PAUSE_S)
+            else:  # on a driver's thread: not asleep, its other terminals go on
+                self._paused_until = self._clock() + FAILED_PAUSE_S
         for it in items:
             if it[0] == "sync":
                 it[2].update({rid: (f.offers, f.acked) for rid, f in self._flights.items()})

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from device import __version__, identity, inputs, machine, pairing, qr
 from device.account import NOT_OURS, Account
@@ -37,6 +37,9 @@ from device.port import Snapshot, Watcher
 from protocol import builders, codec, ids
 from protocol.codec import MessageError
 from protocol.topics import Topics
+
+if TYPE_CHECKING:
+    from device.driver import Driver
 
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 300
@@ -84,7 +87,7 @@ class Terminal:
         self._watchers: list[Watcher] = []
         self._stop = threading.Event()
         self._core: threading.Thread | None = None
-        self._driver: Any = None                     # a device.driver.Driver stepping this core, if any
+        self._driver: Driver | None = None           # stepping this core and courier, if any
         self._notify: Callable[[], None] = lambda: None
         self._last_status = self._wake_at = 0.0
         self.state = State(settings=inputs.settings(cfg))
@@ -166,7 +169,7 @@ class Terminal:
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
-    def start(self, driver: Any = None) -> None:
+    def start(self, driver: Driver | None = None) -> None:
         """Start the courier, the network thread and the core thread; or, with a `device.driver.Driver`
         (a simulator hosting hundreds of terminals per process), only the network thread, the driver
         stepping the core and the courier on its own thread."""

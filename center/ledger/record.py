@@ -66,6 +66,31 @@ def is_state(topic: str) -> bool:
     return where is None or where[2] == "binding"
 
 
+def in_lock_order(batch: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The batch with the device records between two published-state messages sorted by device (stable).
+
+    Workers' batches then lock the rows the records need — a first rating's pinned binding, a rating id
+    two workers got — in one order, and cannot deadlock on them (the morning storm: 2,000 terminals never
+    bound, each worker pinning a binding for hundreds in a batch). A device's records keep their order,
+    and every record stays on its side of the state messages around it.
+    """
+    out: list[tuple[str, bytes]] = []
+    run: list[tuple[str, bytes]] = []
+    for item in batch:
+        if is_state(item[0]):
+            out += sorted(run, key=_device_key)
+            run = []
+            out.append(item)
+        else:
+            run.append(item)
+    return out + sorted(run, key=_device_key)
+
+
+def _device_key(item: tuple[str, bytes]) -> tuple[str, str]:
+    where = parse_device_topic(item[0])
+    return (where[0], where[1]) if where else ("", "")
+
+
 RATING_EXISTS = select(ratings.c.id).where(ratings.c.id == _P("id"))
 CASE_RATED = select(ratings.c.id).where(and_(ratings.c.center == _P("center"), ratings.c.case_id == _P("case"),
                                              ratings.c.first == 1))
@@ -160,6 +185,7 @@ class Record:
         case, nothing failing, pays for no savepoints). A database-level error propagates (the counters
         are restored: nothing of the batch happened)."""
         now = time.time() if now is None else now
+        batch = in_lock_order(batch)
         try:
             return self._ingest(batch, now, savepoints=False)
         except _RecordFailed:

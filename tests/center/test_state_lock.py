@@ -6,13 +6,14 @@ minute, each a 1-s stall of a batch, the whole p99 tail). Real PostgreSQL, two R
 """
 from __future__ import annotations
 
+import random
 import threading
 import uuid
 
 import pytest
 from sqlalchemy import exc, text
 
-from center.ledger.record import STATE_LOCK, Record, is_state
+from center.ledger.record import STATE_LOCK, Record, in_lock_order, is_state
 from center.store import Store
 from devkit import factories
 from protocol import codec, topics
@@ -101,3 +102,42 @@ def test_a_batch_with_published_state_waits_for_the_lock_a_batch_of_ratings_does
     with store.read() as conn:
         assert conn.execute(text("SELECT count(*) FROM cases")).scalar() == 2
     store.close()
+
+
+def test_first_ratings_of_many_terminals_pin_their_bindings_without_deadlocks(pg_url):
+    """The morning storm on a fresh center: every rating is a terminal's first, each pins a binding."""
+    failures: list[BaseException] = []
+    devices = [f"t{i:03d}" for i in range(300)]
+    firsts = {d: ratings(d, 1)[0] for d in devices}
+
+    def worker(order: list[str]) -> None:
+        rec = Record(Store(pg_url))
+        try:
+            for i in range(0, len(order), 50):  # the same first ratings (re-offers reach both), in other orders
+                try:
+                    rec.ingest([firsts[d] for d in order[i:i + 50]])
+                except exc.DBAPIError as e:
+                    failures.append(e)
+        finally:
+            rec.store.close()
+
+    Store(pg_url).close()
+    rng = random.Random(7)
+    orders = [rng.sample(devices, len(devices)) for _ in range(2)]
+    threads = [threading.Thread(target=worker, args=(o,)) for o in orders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not failures, f"{len(failures)} failed batches, e.g. {failures[0]}"
+    with Store(pg_url).read() as conn:
+        assert conn.execute(text("SELECT count(*) FROM bindings")).scalar() == 300
+        assert conn.execute(text("SELECT count(*) FROM ratings")).scalar() == 300
+
+
+def test_lock_order_sorts_records_by_device_between_state_messages_and_keeps_each_devices_order():
+    t = {d: topics.Topics(C, "W01", d) for d in ("a", "b", "c")}
+    case = (t["a"].case, b"case")
+    batch = [(t["c"].rating, b"c1"), (t["a"].rating, b"a1"), (t["c"].event, b"c2"), case,
+             (t["b"].rating, b"b1"), (t["a"].event, b"a2"), (t["a"].rating, b"a3")]
+    assert [p for _, p in in_lock_order(batch)] == [b"a1", b"c1", b"c2", b"case", b"a2", b"a3", b"b1"]

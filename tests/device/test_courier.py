@@ -141,3 +141,27 @@ def test_waiting_behind_a_queue_ends_after_the_stall_limit(tmp_path):
 def test_a_configured_window_below_the_minimum_is_kept(tmp_path, window):
     c = Center(tmp_path, backlog=50, window=window)
     assert c.in_flight == window
+
+
+def test_on_a_driver_a_failing_courier_pauses_without_sleeping_the_drivers_thread(tmp_path, monkeypatch, caplog):
+    import device.courier as courier_mod
+    c = Center(tmp_path, backlog=5)
+
+    def unavailable(*a, **k):
+        raise RuntimeError("store unavailable")
+
+    def no_sleep(s):
+        raise AssertionError("the driver's thread slept: its other terminals would wait")
+
+    c.courier.outbox.due = unavailable
+    monkeypatch.setattr(courier_mod.time, "sleep", no_sleep)
+    c.courier._flights.clear()  # what was in flight is gone: the next cycle reads the outbox, and fails
+    c.courier._backlog.clear()
+    for _ in range(10):  # inputs keep coming at one moment: one failed cycle, then a pause
+        c.courier.connection(True)
+        c.courier.pump()
+    failed = lambda: sum("courier cycle failed" in r.getMessage() for r in caplog.records)  # noqa: E731
+    assert failed() == 1
+    c.now += 0.6
+    c.courier.pump()
+    assert failed() == 2
