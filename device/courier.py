@@ -2,8 +2,8 @@
 
 One thread owns all delivery state. New records go first (a backlog never holds up today's
 ratings), then the backlog in sequence order. The backlog is paced by the receipts: at most as many
-records await receipts as arrive in `window_target_s` at the measured rate (at least `WINDOW_MIN`, at
-most `window`), so a thousand terminals draining at once do not flood a center that can store only so
+records await receipts as got theirs in the last `window_target_s` (at least `WINDOW_MIN`, at most
+`window`), so a thousand terminals draining at once do not flood a center that can store only so
 many a second (issue 14's morning storm). A record without a receipt after `receipt_timeout_s` is
 offered again, with jittered exponential backoff — unless receipts are still arriving for records sent
 before it and none sent well after it has been answered: then it is only queued behind them (a busy
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 RECENT_RECEIPTS = 20_000
 BACKLOG_READ = 500    # records read from the outbox at a time while draining a backlog
 WINDOW_MIN = 8        # backlog records in flight however slowly receipts come
-RATE_EVERY_S = 0.25  # the receipt rate is measured over this, smoothed:
-RATE_WEIGHT = 0.3     # the weight of each new measurement
 FAILED_PAUSE_S = 0.5  # after a cycle failed (say the outbox is unavailable), before the next
 STALL_LIMIT = 4       # a record waiting behind a moving queue is offered again after this × receipt_timeout_s
 PASS_STEP_S = 0.5     # how finely the courier remembers which sending time got receipts when
@@ -74,8 +72,8 @@ class Courier:
         self._cursor = 0          # highest sequence read from the outbox by the backlog scan
         self._backlog: deque[Record] = deque()  # read ahead, not yet offered
         self._online = False
-        self.rate = 0.0           # receipts a second, smoothed (paces the backlog)
-        self._rate_n, self._rate_t = 0, clock()
+        self._lately: deque[tuple[float, int]] = deque()  # (when, how many) receipts of the last window_target_s
+        self._lately_n = 0        # their sum: the backlog's window
         self._receipt_at = -1e18  # when the last receipt came
         # (when, latest `sent_at` receipted by then), appended as that latest rises: what passed what
         self._passes: list[tuple[float, float]] = []
@@ -225,7 +223,8 @@ class Courier:
                 done.append((rid, seq))
         if done:
             self._receipt_at = self._clock()
-            self._rate_n += len(done)
+            self._lately.append((self._receipt_at, len(done)))
+            self._lately_n += len(done)
             self._deliver(done)
 
     def _deliver(self, done: list[tuple[str, int | None]]) -> None:
@@ -307,12 +306,20 @@ class Courier:
                         f"times without a receipt, e.g. {first}; kept in the outbox")
 
     def window(self, now: float) -> int:
-        """Backlog records allowed in flight now: the receipts of `window_target_s` at the measured rate."""
-        if now - self._rate_t >= RATE_EVERY_S:
-            measured = self._rate_n / (now - self._rate_t)
-            self.rate += RATE_WEIGHT * (measured - self.rate)  # the same both ways: receipts come in bursts
-            self._rate_n, self._rate_t = 0, now
-        return min(self.cfg.window, max(WINDOW_MIN, int(self.rate * self.cfg.window_target_s)))
+        """Backlog records allowed in flight now: as many as got receipts in the last `window_target_s`.
+
+        So a busy center holds about `window_target_s` of its own pace from each terminal, and a quiet one
+        sees the window double every round trip. A count, not a rate smoothed from short samples: receipts
+        come in bursts (a ledger batch at a time), and a window sized just after a burst overshoots.
+        """
+        while self._lately and self._lately[0][0] <= now - self.cfg.window_target_s:
+            self._lately_n -= self._lately.popleft()[1]
+        return min(self.cfg.window, max(WINDOW_MIN, self._lately_n))
+
+    @property
+    def rate(self) -> float:
+        """Receipts a second over the last `window_target_s` (as of the last `window` call)."""
+        return self._lately_n / self.cfg.window_target_s
 
     def _queued_behind(self, f: Flight, now: float) -> bool:
         """Is `f`, due for a re-offer, more likely waiting in a busy center's queue than lost?

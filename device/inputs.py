@@ -76,10 +76,19 @@ def dynamic_qr(case: Case, cfg: Config, key: bytes | None, device_id: str) -> qr
 
 
 def save_retained(data_dir: Path, kind: str, data: dict, alarms: Alarms) -> None:
-    """Atomic write + fsync, 0600 (core thread); a failing disk raises `disk_write_failed`."""
+    """Atomic write + fsync, 0600 (core thread); a failing disk raises `disk_write_failed`.
+
+    The same message again (the broker hands every retained message over at each reconnect) is not
+    written again: three fsyncs less on the card per file and reconnect."""
     path = data_dir / f"{kind}.json"
+    body = codec.encode(data)
     try:
-        write_private(path, codec.encode(data))
+        if path.read_bytes() == body:
+            return
+    except OSError:
+        pass  # not there yet (or unreadable: written anew)
+    try:
+        write_private(path, body)
     except OSError as e:
         alarms.raise_("disk_write_failed", f"{path}: {e}")
 

@@ -16,6 +16,7 @@ from protocol import codec, topics
 from protocol.transport import no_delay
 
 CLOSE_AFTER_S = 20.0  # a case stays open this long (the citizen rates within seconds)
+SETUP_PER_S = 200.0   # windows whose duty is published a second before the steady state
 
 
 class CaseFeed:
@@ -42,13 +43,21 @@ class CaseFeed:
     def publish(self, window: str, body: dict) -> None:
         self.c.publish(topics.Topics(self.center, window, "+").case, codec.encode(body), qos=1, retain=True)
 
-    def setup(self, windows: list[str]) -> None:
-        """Catalog once, and duty at every window (retained), as the center publishes them."""
+    def setup(self, windows: list[str], per_s: float = SETUP_PER_S) -> None:
+        """Catalog once, and duty at every window (retained), as the center publishes them: `per_s` windows
+        a second (10 s for 2,000). (The simulated terminals share the machine's CPUs: in one
+        run, right after 2,000 duty messages went out in one go, their processes starved for ~45 s — garbage
+        collector passes of up to 10 s — and every terminal missed its keepalive. Real terminals each have
+        their own CPU.)"""
         cat = topics.Topics(self.center, "W", "+").catalog
         self.c.publish(cat, codec.encode(factories.catalog(self.center)), qos=1, retain=True)
-        for w in windows:
+        t0 = time.monotonic()
+        for i, w in enumerate(windows):
             self.c.publish(topics.Topics(self.center, w, "+").duty, codec.encode(factories.duty(self.center, w)),
                            qos=1, retain=True)
+            ahead = t0 + (i + 1) / per_s - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
 
     def open_case(self, window: str) -> str:
         self._n += 1
