@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "fleet.md", help="the report (plots beside it "
                                                                                   "in <doc dir>/fleet/)")
     ap.add_argument("--kind", choices=("mosquitto", "nats-cluster"), default="mosquitto")
-    ap.add_argument("--workers", type=int, default=1, help="ledger worker processes")
+    ap.add_argument("--workers", type=int, default=2, help="ledger worker processes (2, one a core, as in docs/fleet.md)")
     ap.add_argument("--terminals", type=int, help="terminals in every scenario instead of the plan's (how many fit)")
     ap.add_argument("--workdir", type=Path, help="where terminals' data go (default: a new dir in $BENCH_DIR "
                                                  "or /var/tmp — a real disk, as the outbox's fsyncs need)")

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import resource
+import sys
 import threading
 import time
 from collections import deque
@@ -213,6 +214,7 @@ class Sim:
                 "cpu_s": sum(os.times()[:2])}
 
 
+SWITCH_INTERVAL_S = 0.05  # the GIL switch interval in a simulator process (default 0.005: see serve)
 SLOW_S = 0.2  # stalls this long are logged (what a latency spike in the steady run can be traced to)
 
 
@@ -241,6 +243,12 @@ def serve(conn, log_path: str) -> None:
     logging.basicConfig(filename=log_path, level=logging.WARNING,
                         format="%(asctime)s %(threadName)s %(name)s %(levelname)s: %(message)s")
     watch_gc()
+    # ~105 threads share this process's GIL. Each thread waiting for it wakes every switch interval
+    # (5 ms by default) to ask for it: when a broadcast (the catalog) wakes all 100 network threads at
+    # once, those wake-ups and context switches took most of the CPU (perf: futex and task switching, 75 %
+    # system time), the processes starved for ~45 s and every terminal missed its keepalive — twice, on a
+    # slower day. A board runs one terminal and a handful of threads: this is the simulator's setting only.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     sim = Sim()
     commands = {"create": sim.create, "prefill": sim.prefill, "start": sim.start, "stop": sim.stop,
                 "online": sim.online, "pending": sim.pending, "counts": sim.counts, "citizens": sim.set_citizens,
