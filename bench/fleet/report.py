@@ -147,7 +147,9 @@ def render(r: dict, pictures: list[tuple[str, str]], rel: str) -> str:
     out.append(NOTES.format(per=plan.get("steady_n", "?"), rss=fmt(r.get("steady_sim_rss_per_terminal_mb")),
                             idle=fmt(r.get("steady_idle_sim_cpu_cores")), busy=fmt(r.get("steady_sim_cpu_cores")),
                             fds=fmt(r.get("steady_sim_fds")), threads=fmt(r.get("steady_sim_threads")),
-                            procs=fmt(r.get("steady_sim_processes"))))
+                            procs=fmt(r.get("steady_sim_processes")), storm_settle=fmt(r.get("storm_settle_s")),
+                            storm_rate=fmt(r.get("storm_ratings_per_s")),
+                            p99=fmt(r.get("steady_press_to_receipt_p99_ms"))))
     section = HERE / "powercut.md"
     if section.exists():
         out += ["", section.read_text().rstrip(), ""]
@@ -194,7 +196,7 @@ NOTES = """
 
 ## How many terminals fit, and what limits them
 
-- **2,000 fit** (2026-12-01 run, full mode): 20 processes of 100 terminals, each terminal with its own
+- **2,000 fit** (this run, full mode): 20 processes of 100 terminals, each terminal with its own
   MQTT connection, outbox and paho network thread, their cores and couriers stepped by 4
   `device.driver.Driver` threads a process ({threads} threads in all, {fds} descriptors, {rss} MB
   resident per terminal). Idle, the fleet's processes use {idle} cores; at the steady rate {busy}.
@@ -203,21 +205,59 @@ NOTES = """
 - **Descriptors per process set the shape**: paho-mqtt's network loop uses `select()`, which cannot watch
   a descriptor numbered 1,024 or above; a terminal holds about 8 (socket, wake-up pair, SQLite files),
   so a process hosts at most ~120. The simulator runs 100 ({procs} processes for {per}).
-- **Starting 2,000 at once loads the machine** (load average ~120 for about a minute): some terminals miss
-  their keepalive and are dropped by the broker (Mosquitto logs a few of these as "disconnected due to out
-  of memory", a misleading message for a client gone before its PUBACK: eclipse-mosquitto#3253); they
-  reconnect and re-offer — nothing lost.
-- **The storm is limited by re-offers, not by the center's speed.** With 2,000 × 100 records every
-  terminal offers its whole backlog at once (`outbox.window` 1,000 ≥ 100), 200,000 records in flight. The
-  ledger (2 workers, sharing the 2 cores with 2,000 simulated terminals) stores far fewer than that within
-  the 30 s receipt timeout, so every terminal re-offers what has no receipt yet, again after each backoff:
-  the duplicates multiply the work and almost nothing drains for minutes (the storm plot), until the
-  backoff (up to `outbox.retry_max_s`, 600 s) spaces the re-offers out. (This is a reading of the plot and
-  the timers, not traced message by message.) Every rating still arrives once in the record. A courier that keeps a small window while it drains a backlog, and does not re-offer
-  while receipts for its other records are still arriving, should avoid the collapse: not built, not measured.
-- The 2 cores are shared: under the storm the simulated terminals, not the ledger, used most of the CPU
-  (20 processes at ~9 % each on average since their start, `ps` 11 minutes into the storm; no ledger
-  worker among the top 8). A real center's terminals bring their own CPUs.
+- **Starting 2,000 at once loads the machine** for about a minute; in earlier runs some terminals missed their keepalive then and were dropped by the broker (Mosquitto
+  logs a few of these as "disconnected due to out of memory", a misleading message for a client gone
+  before its PUBACK: eclipse-mosquitto#3253); they reconnect and re-offer — nothing lost.
+- **The GIL's switch interval.** A simulator process hosts ~105 threads, and CPython wakes every thread
+  waiting for the GIL once per switch interval (5 ms by default) to ask for it. When a broadcast (the
+  catalog) woke all 100 network threads of a process at once, `perf` showed most of the CPU in futex
+  calls and task switching (75 % system time); the processes starved for ~45 s (garbage-collector passes
+  of up to 10 s in the `sim-N.log`s) and 1,990 of the 2,000 terminals missed their keepalive, reconnected,
+  and got every retained message again — in run 3 below (p99 5,115 ms) and in the next attempt, stopped.
+  The simulator's processes now run with a 50-ms interval (`bench/fleet/sim.py`); a board runs one
+  terminal and a handful of threads, so nothing changes there. The case feed also publishes duty at 200
+  windows a second (10 s for 2,000).
+- **The storm is paced by the receipts.** A terminal with a backlog offers 8 records at first, then as
+  many as got their receipts in the last `outbox.window_target_s` (10 s), in bunches of at least half
+  that window (its records then share the ledger's batches and receipt messages), at most
+  `outbox.window`: a busy center holds about 10 s of its own pace from each terminal, a quiet one sees
+  the window double every round trip. A record without a receipt after 30 s is not offered again while
+  receipts for records sent before it keep coming — unless a record sent well after it was answered
+  (then it was dropped on the way), and at most for 4 timeouts (`device/courier.py`). This run: 2,000 ×
+  100 settled in {storm_settle} s ({storm_rate} a second); the ledger's last log line counts the offers
+  it dropped while busy (its intake holds 20,000 a worker).
+- **The steady tail was PostgreSQL deadlocks between the ledger workers.** Every worker writes what the
+  center publishes (cases, duty: here one staff member at every window); the two workers' transactions
+  locked the same rows in different orders, and PostgreSQL found each deadlock only after
+  `deadlock_timeout` (1 s): those batches' ratings made the p99. A batch holding published state now
+  takes an advisory lock first, and each batch's device records are stored sorted by device (first
+  ratings pin their terminals' bindings in one order) — `docs/deployment.md`,
+  `tests/center/test_state_lock.py`; run 4's worker logs hold no deadlock. The simulated terminals log
+  stalls of 200 ms or more (an outbox `add` with its fsync, a `delivered`, a garbage-collector pass) into
+  their `sim-N.log`: in run 4, 19 at the start-up and 19 at the final collection, and one (an `add`'s
+  fsync, 279 ms) during the ten minutes of cases; Mosquitto logged no keepalive timeout in any scenario.
+- The 2 cores are shared: under the storm the simulated terminals used more CPU than the ledger (`top`
+  over 10 s, ~60 s into run 3's storm below: the 20 simulator processes ~110 % together, the two
+  ledger workers 27 % each, PostgreSQL's backends ~22 %, Mosquitto 8 %). A real center's terminals bring
+  their own CPUs.
+
+## The full runs of 2026-12-01/02, and what changed between them
+
+Each row is a whole `make fleet` (2,000 terminals, Mosquitto + 2 ledger workers + PostgreSQL); the
+machine was slower on the second day (one ledger worker: 4,412 ratings/s in run 2; 3,405 and 3,062 in
+runs 3 and 4; `bench/core.py`'s raw paho publishing ~29,000/s on the first day, 18,000–22,000/s on the
+second).
+
+| run | steady p99 | storm | what changed before it / what it showed |
+|---|---|---|---|
+| 1 (12-01 07:46) | 1,476 ms | 1,173 s | every terminal offered its whole backlog at once (200,000 in flight); the ledger held 20,000 a worker and dropped the rest, re-offered after 30 s and each backoff: ~400 s with almost nothing drained |
+| 2 (12-01 11:45) | 16.6 ms | 131.2 s | the courier paced by a smoothed receipt rate; the advisory lock (the steady tail: 6 deadlocks in ten minutes before it). Storm and kill still showed 6 deadlocks between the workers pinning first-use bindings |
+| 3 (12-01 23:51) | 5,115 ms | 144.1 s | device records sorted by device (0 deadlocks). The start-up collapse above (GIL). In the storm the smoothed rate overshot just after bursts of receipts: both workers reached their intake limit (20,000 held each) and dropped offers; the storm alone, same hour, dropped 4,425 and its last records waited ~40 s for re-offers |
+| 4 (this one) | {p99} ms | {storm_settle} s | the window counts the receipts of the last 10 s; 50-ms GIL interval in the simulator |
+
+Storm alone between runs 3 and 4 (`--only storm`, same hour): the smoothed rate 140.0 s (4,425 dropped);
+the count over 5 s 157.7 s (0 dropped, but smaller bunches cost the simulated terminals more CPU); over
+10 s 109.9 s (0 dropped).
 """
 
 
