@@ -104,8 +104,8 @@ class OutboxSection:
                         min=10, max=10_000_000)
     alarm_percent: int = opt(80, "raise an alarm when the outbox is this full", min=1, max=100)
     window: int = opt(1000, "records offered but not yet receipted, at most", min=1, max=20_000)
-    window_target_s: float = opt(10.0, "while draining a backlog, as many records in flight as got receipts in "
-                                 "the last this-many seconds (at least 8, at most `window`)", min=0.5, max=600)
+    window_target_s: float = opt(10.0, "while draining a backlog, keep as many records in flight as got their "
+                                 "receipts over the last N seconds, N being this (at least 8, at most `window`)", min=0.5, max=600)
     receipt_timeout_s: float = opt(30.0, "re-offer a record with no receipt after this (then backoff)",
                                    min=1, max=3600)
     retry_max_s: float = opt(600.0, "longest re-offer backoff", min=1, max=86400)

@@ -80,7 +80,7 @@ class Courier:
         self._thread = threading.Thread(target=self._run, name="courier", daemon=True)
         self.notify: Callable[[], None] = lambda: None  # told of every queued input (set by a `Driver`)
         self._wake_at = 0.0                             # when `pump` next cycles without new input
-        self._paused_until = 0.0                        # `pump` waits after a failed cycle
+        self._paused_until = 0.0                        # no cycle before this after a failed one
 
     # ---- called from other threads --------------------------------------------------------------
 
@@ -122,8 +122,13 @@ class Courier:
     # ---- the courier thread (or a driver's) ------------------------------------------------------
 
     def _run(self) -> None:
-        while self._cycle(self._next_wakeup()):
-            pass
+        while True:
+            pause = self._paused_until - self._clock()
+            if pause > 0:  # a failed cycle: on its own thread the courier sleeps (a driver's `pump` skips)
+                time.sleep(min(pause, FAILED_PAUSE_S))
+                self._paused_until = 0.0
+            if not self._cycle(self._next_wakeup()):
+                return
 
     def pump(self) -> None:
         """One cycle without waiting, if anything is queued or due (a driver hosting many couriers)."""
@@ -154,10 +159,7 @@ class Courier:
                 self._offer()
         except Exception:  # noqa: BLE001 - the courier must outlive any single failure
             log.exception("courier cycle failed; retrying")
-            if threading.current_thread() is self._thread:
-                time.sleep(FAILED_PAUSE_S)
-            else:  # on a driver's thread: not asleep, its other terminals go on
-                self._paused_until = self._clock() + FAILED_PAUSE_S
+            self._paused_until = self._clock() + FAILED_PAUSE_S
         for it in items:
             if it[0] == "sync":
                 it[2].update({rid: (f.offers, f.acked) for rid, f in self._flights.items()})

@@ -45,10 +45,8 @@ class CaseFeed:
 
     def setup(self, windows: list[str], per_s: float = SETUP_PER_S) -> None:
         """Catalog once, and duty at every window (retained), as the center publishes them: `per_s` windows
-        a second (10 s for 2,000). (The simulated terminals share the machine's CPUs: in one
-        run, right after 2,000 duty messages went out in one go, their processes starved for ~45 s — garbage
-        collector passes of up to 10 s — and every terminal missed its keepalive. Real terminals each have
-        their own CPU.)"""
+        a second (10 s for 2,000), not all in one go. (Pacing did not stop the start-up collapse it was
+        added for — that was the GIL's switch interval, `sim.py` — but it spares the shared CPUs a burst.)"""
         cat = topics.Topics(self.center, "W", "+").catalog
         self.c.publish(cat, codec.encode(factories.catalog(self.center)), qos=1, retain=True)
         t0 = time.monotonic()

@@ -215,8 +215,9 @@ NOTES = """
   of up to 10 s in the `sim-N.log`s) and 1,990 of the 2,000 terminals missed their keepalive, reconnected,
   and got every retained message again — in run 3 below (p99 5,115 ms) and in the next attempt, stopped.
   The simulator's processes now run with a 50-ms interval (`bench/fleet/sim.py`); a board runs one
-  terminal and a handful of threads, so nothing changes there. The case feed also publishes duty at 200
-  windows a second (10 s for 2,000).
+  terminal and a handful of threads, so nothing changes there. (The case feed also publishes duty at 200
+  windows a second now, 10 s for 2,000; that alone did not prevent the collapse — the stopped attempt
+  had it.)
 - **The storm is paced by the receipts.** A terminal with a backlog offers 8 records at first, then as
   many as got their receipts in the last `outbox.window_target_s` (10 s), in bunches of at least half
   that window (its records then share the ledger's batches and receipt messages), at most
@@ -234,7 +235,7 @@ NOTES = """
   ratings pin their terminals' bindings in one order) — `docs/deployment.md`,
   `tests/center/test_state_lock.py`; run 4's worker logs hold no deadlock. The simulated terminals log
   stalls of 200 ms or more (an outbox `add` with its fsync, a `delivered`, a garbage-collector pass) into
-  their `sim-N.log`: in run 4, 19 at the start-up and 19 at the final collection, and one (an `add`'s
+  their `sim-N.log`: in run 4, 18 at the start-up and 19 at the final collection, and one (an `add`'s
   fsync, 279 ms) during the ten minutes of cases; Mosquitto logged no keepalive timeout in any scenario.
 - The 2 cores are shared: under the storm the simulated terminals used more CPU than the ledger (`top`
   over 10 s, ~60 s into run 3's storm below: the 20 simulator processes ~110 % together, the two
